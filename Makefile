@@ -1,0 +1,47 @@
+# smoltrace — every entry point a developer or CI needs. Each target installs what it needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export LITELLM_OFFLINE_MODE := true
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GENAI_ENABLE_GPU_METRICS := false
+export OTEL_EXPORTER_OTLP_TIMEOUT := 2
+
+.PHONY: install test lint proto bench demo gpu-check clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/constraints.txt requirements/dev.txt gpu_exporter/pyproject.toml runner/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt -e gpu_exporter -e runner
+	$(PY) -m pip check
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+proto: install
+	$(PY) scripts/gen_proto.py
+
+bench: install
+	$(PY) -m tests.bench.run_all $(BENCH_ARGS)
+
+# For now the demo runs the GPU-exporter pair of a run: a simulated 2-GPU exporter, one run driven
+# over gRPC, its /metrics scraped and its OTLP received. The evaluation runner replaces it.
+demo: install
+	$(PY) -m tests.demo_exporter
+
+# Real-NVML checks, on a machine with an NVIDIA GPU and driver (see docs/DESIGN.md).
+gpu-check: install
+	$(PY) scripts/gpu_check.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""The NVML seam: a narrow backend protocol, the real `nvidia-ml-py` backend, error classes.
+
+Everything that touches `pynvml` lives here. The sampler only sees `NvmlBackend`; tests swap in a
+fake that raises the real `pynvml.NVMLError_*` classes, demos use `SimulatedBackend`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import pynvml
+
+
+class Field(enum.StrEnum):
+    """A per-device reading. A field a device does not support is omitted, never reported as 0."""
+
+    UTILIZATION = "utilization"
+    MEMORY_USED = "memory_used"
+    TEMPERATURE = "temperature"
+    POWER = "power"
+    ENERGY = "energy"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+
+
+@runtime_checkable
+class NvmlBackend(Protocol):
+    """What the sampler needs from NVML. Methods raise `pynvml.NVMLError` subclasses."""
+
+    name: str
+    simulated: bool
+
+    def init(self) -> None: ...
+    def shutdown(self) -> None: ...
+    def driver_version(self) -> str: ...
+    def device_count(self) -> int: ...
+    def device_info(self, index: int) -> DeviceInfo: ...
+    def utilization_percent(self, index: int) -> float: ...
+    def memory_used_bytes(self, index: int) -> int: ...
+    def temperature_celsius(self, index: int) -> float: ...
+    def power_watts(self, index: int) -> float: ...
+    def total_energy_joules(self, index: int) -> float: ...
+
+
+class ErrorKind(enum.StrEnum):
+    UNSUPPORTED = "unsupported"  # the device lacks the field: cache it and omit it
+    DEVICE_LOST = "device_lost"  # this GPU is gone or needs a reset: mark it failed, others go on
+    LIBRARY = "library"  # NVML itself is broken or gone: re-initialise with backoff
+    TRANSIENT = "transient"  # skip this reading, try again next sweep
+
+
+_UNSUPPORTED = {
+    pynvml.NVML_ERROR_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_NO_PERMISSION,
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+    pynvml.NVML_ERROR_NOT_FOUND,
+    pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+    pynvml.NVML_ERROR_DEPRECATED,
+}
+_DEVICE_LOST = {
+    pynvml.NVML_ERROR_GPU_IS_LOST,
+    pynvml.NVML_ERROR_RESET_REQUIRED,
+    pynvml.NVML_ERROR_GPU_NOT_FOUND,
+}
+_LIBRARY = {
+    pynvml.NVML_ERROR_UNINITIALIZED,
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+    pynvml.NVML_ERROR_UNKNOWN,
+}
+
+
+def classify_error(err: BaseException) -> ErrorKind:
+    value = getattr(err, "value", None)
+    if value in _UNSUPPORTED:
+        return ErrorKind.UNSUPPORTED
+    if value in _DEVICE_LOST:
+        return ErrorKind.DEVICE_LOST
+    if value in _LIBRARY:
+        return ErrorKind.LIBRARY
+    return ErrorKind.TRANSIENT
+
+
+def describe_error(err: BaseException) -> str:
+    """A short message for an NVML error ("GPU is lost (NVML error 15)")."""
+    value = getattr(err, "value", None)
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001 - pynvml formats lazily through the library, which may be gone
+        text = type(err).__name__
+    return f"{text} (NVML error {value})" if value is not None else text
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class PynvmlBackend:
+    """The real NVML, through `nvidia-ml-py`. Handles are looked up once per `init()`."""
+
+    name = "nvml"
+    simulated = False
+
+    def __init__(self) -> None:
+        self._handles: dict[int, object] = {}
+
+    def init(self) -> None:
+        pynvml.nvmlInit()
+        self._handles = {}
+
+    def shutdown(self) -> None:
+        self._handles = {}
+        pynvml.nvmlShutdown()
+
+    def _handle(self, index: int) -> object:
+        handle = self._handles.get(index)
+        if handle is None:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._handles[index] = handle
+        return handle
+
+    def driver_version(self) -> str:
+        return _text(pynvml.nvmlSystemGetDriverVersion())
+
+    def device_count(self) -> int:
+        return int(pynvml.nvmlDeviceGetCount())
+
+    def device_info(self, index: int) -> DeviceInfo:
+        handle = self._handle(index)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        return DeviceInfo(
+            index=index,
+            uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+            name=_text(pynvml.nvmlDeviceGetName(handle)),
+            memory_total_bytes=int(memory.total),
+        )
+
+    def utilization_percent(self, index: int) -> float:
+        return float(pynvml.nvmlDeviceGetUtilizationRates(self._handle(index)).gpu)
+
+    def memory_used_bytes(self, index: int) -> int:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle(index)).used)
+
+    def temperature_celsius(self, index: int) -> float:
+        return float(pynvml.nvmlDeviceGetTemperature(self._handle(index), pynvml.NVML_TEMPERATURE_GPU))
+
+    def power_watts(self, index: int) -> float:
+        return pynvml.nvmlDeviceGetPowerUsage(self._handle(index)) / 1000.0  # mW
+
+    def total_energy_joules(self, index: int) -> float:
+        return pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle(index)) / 1000.0  # mJ

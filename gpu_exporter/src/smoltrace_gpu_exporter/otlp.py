@@ -1,0 +1,254 @@
+"""OTLP push of each run's samples to the run's collector.
+
+Every sweep a run records is queued (bounded) and exported as OTLP metrics with one data point per
+GPU per sweep, timestamped when it was read: nothing is averaged away between pushes. A background
+thread pushes every few seconds; StopSampling flushes what is left before it returns, unless the
+collector was unreachable on the last try, in which case the background thread keeps retrying so
+an unreachable collector never blocks sampling or the gRPC API. Samples that do not fit the queue
+are dropped and counted.
+
+Metric names and units are those of genai-otel-instrument: gen_ai.gpu.utilization (%),
+gen_ai.gpu.memory.used / .total (MiB), gen_ai.gpu.temperature (Cel), gen_ai.gpu.power (W) as
+gauges; gen_ai.gpu.energy (J), gen_ai.co2.emissions (gCO2e), gen_ai.power.cost (USD) as cumulative
+sums from the run's start. Data-point attributes: gpu_id, gpu_name, gpu_uuid.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from . import __version__
+from .energy import co2_grams, power_cost_usd
+from .runs import PendingSample, Run
+
+log = logging.getLogger(__name__)
+
+SCOPE = InstrumentationScope("smoltrace.gpu", __version__)
+SERVICE_NAME = "smoltrace-gpu-exporter"
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    unit: str
+    description: str
+    cumulative: bool = False
+
+
+UTILIZATION = MetricSpec("gen_ai.gpu.utilization", "%", "GPU utilisation (time a kernel was running)")
+MEMORY_USED = MetricSpec("gen_ai.gpu.memory.used", "MiB", "GPU memory in use")
+MEMORY_TOTAL = MetricSpec("gen_ai.gpu.memory.total", "MiB", "GPU memory in total")
+TEMPERATURE = MetricSpec("gen_ai.gpu.temperature", "Cel", "GPU temperature")
+POWER = MetricSpec("gen_ai.gpu.power", "W", "GPU power draw")
+ENERGY = MetricSpec("gen_ai.gpu.energy", "J", "GPU energy used since the run started", cumulative=True)
+CO2 = MetricSpec("gen_ai.co2.emissions", "gCO2e", "CO2 emitted for the GPU energy since the run started", cumulative=True)
+COST = MetricSpec("gen_ai.power.cost", "USD", "Electricity cost of the GPU energy since the run started", cumulative=True)
+ALL_METRICS = (UTILIZATION, MEMORY_USED, MEMORY_TOTAL, TEMPERATURE, POWER, ENERGY, CO2, COST)
+
+
+def run_resource(run: Run, simulated: bool) -> Resource:
+    """service.name, run.id, host.name, OTEL_RESOURCE_ATTRIBUTES, then the run's own attributes."""
+    attributes: dict[str, str | bool] = {"service.name": SERVICE_NAME, "host.name": socket.gethostname()}
+    attributes.update(dict(run.params.resource_attributes))
+    attributes["run.id"] = run.run_id
+    if simulated:
+        attributes["gpu.simulated"] = True
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME under ours
+    return Resource.create(attributes)
+
+
+def build_metrics_data(run: Run, samples: Sequence[PendingSample], resource: Resource) -> MetricsData:
+    """One OTLP ResourceMetrics for the run, one data point per device per sample."""
+    points: dict[str, list[NumberDataPoint]] = {spec.name: [] for spec in ALL_METRICS}
+    start_ns = run.start_unix_ns
+    ci, pue, price = run.params.carbon_intensity_g_per_kwh, run.params.pue, run.params.power_cost_per_kwh
+    for sample in samples:
+        ts = sample.timestamp_ns
+        for reading, energy in sample.readings:
+            attrs = {"gpu_id": str(reading.index), "gpu_name": reading.name, "gpu_uuid": reading.uuid}
+            memory_used = None if reading.memory_used_bytes is None else reading.memory_used_bytes / _MIB
+            for spec, value in (
+                (UTILIZATION, reading.utilization_percent),
+                (MEMORY_USED, memory_used),
+                (MEMORY_TOTAL, reading.memory_total_bytes / _MIB),
+                (TEMPERATURE, reading.temperature_celsius),
+                (POWER, reading.power_watts),
+                (ENERGY, energy),
+                (CO2, co2_grams(energy, ci, pue)),
+                (COST, power_cost_usd(energy, price)),
+            ):
+                if value is not None:
+                    points[spec.name].append(NumberDataPoint(attrs, start_ns, ts, value))
+    metrics = []
+    for spec in ALL_METRICS:
+        data_points = points[spec.name]
+        if not data_points:
+            continue
+        data = Sum(data_points, AggregationTemporality.CUMULATIVE, is_monotonic=True) if spec.cumulative else Gauge(data_points)
+        metrics.append(Metric(spec.name, spec.description, spec.unit, data))
+    return MetricsData([ResourceMetrics(resource, [ScopeMetrics(SCOPE, metrics, "")], "")])
+
+
+def default_exporter_factory(endpoint: str, timeout_s: float) -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    secure = endpoint.startswith("https://")
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    return OTLPMetricExporter(endpoint=endpoint, insecure=not secure, timeout=timeout_s)
+
+
+@dataclass
+class PublisherStats:
+    exported_samples: int = 0
+    dropped_samples: int = 0
+    export_failures: int = 0
+
+
+class OtlpPublisher:
+    """Pushes every run's queued samples to its endpoint; one background thread for all runs."""
+
+    def __init__(
+        self,
+        runs: Callable[[], list[Run]],
+        simulated: bool,
+        interval_s: float = 5.0,
+        timeout_s: float = 2.0,
+        exporter_factory: Callable[[str, float], MetricExporter] = default_exporter_factory,
+    ) -> None:
+        self._runs = runs
+        self._simulated = simulated
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._factory = exporter_factory
+        self._exporters: dict[str, MetricExporter] = {}
+        self._unhealthy: set[str] = set()
+        self._resources: dict[str, Resource] = {}
+        self._draining: list[Run] = []  # stopped runs with samples still to push
+        self._lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = PublisherStats()
+
+    def _exporter(self, endpoint: str) -> MetricExporter:
+        with self._lock:
+            exporter = self._exporters.get(endpoint)
+            if exporter is None:
+                exporter = self._factory(endpoint, self.timeout_s)
+                self._exporters[endpoint] = exporter
+            return exporter
+
+    def _resource(self, run: Run) -> Resource:
+        resource = self._resources.get(run.run_id)
+        if resource is None:
+            resource = run_resource(run, self._simulated)
+            self._resources[run.run_id] = resource
+        return resource
+
+    def push_run(self, run: Run) -> bool:
+        """Export what the run has queued. Returns False when the export failed (samples kept)."""
+        endpoint = run.params.otlp_endpoint
+        if not endpoint:  # nowhere to send: the samples only feed the summary and WatchRun
+            run.take_pending()
+            return True
+        batch = run.take_pending()
+        if not batch:
+            return True
+        data = build_metrics_data(run, batch, self._resource(run))
+        try:
+            with self._export_lock:
+                result = self._exporter(endpoint).export(data, timeout_millis=self.timeout_s * 1000)
+        except Exception as err:  # noqa: BLE001 - an exporter bug must not stop the loop
+            log.warning("OTLP export to %s failed: %s", endpoint, err)
+            result = MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            run.otlp_exported += len(batch)
+            self.stats.exported_samples += len(batch)
+            self._unhealthy.discard(endpoint)
+            return True
+        self.stats.export_failures += 1
+        if endpoint not in self._unhealthy:
+            log.warning("OTLP collector %s unreachable; keeping up to %d samples per run", endpoint, run.pending.maxlen)
+        self._unhealthy.add(endpoint)
+        before = run.otlp_dropped
+        run.return_pending(batch)
+        self.stats.dropped_samples += run.otlp_dropped - before
+        return False
+
+    def finalize(self, run: Run, synchronous: bool) -> None:
+        """Called when a run stops: flush now (bounded) or leave it to the background thread."""
+        if synchronous and run.params.otlp_endpoint not in self._unhealthy and self.push_run(run):
+            self._forget(run)
+            return
+        with self._lock:
+            self._draining.append(run)
+
+    def _forget(self, run: Run) -> None:
+        self._resources.pop(run.run_id, None)
+
+    def publish_once(self, active: list[Run]) -> None:
+        with self._lock:
+            draining = list(self._draining)
+        for run in active:
+            if not run.stopped:
+                self.push_run(run)
+        for run in draining:
+            if self.push_run(run) or self._stop.is_set():
+                with self._lock:
+                    if run in self._draining:
+                        self._draining.remove(run)
+                self._forget(run)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.publish_once(self._runs())
+            except Exception:
+                log.exception("OTLP publish failed")
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="smoltrace-gpu-otlp", daemon=True)
+            self._thread.start()
+
+    def stop(self, deadline_s: float = 2.0) -> None:
+        """Stop the thread, then one last bounded push of everything still queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1)
+            self._thread = None
+        end = time.monotonic() + deadline_s
+        with self._lock:
+            draining = list(self._draining)
+        for run in draining:
+            if time.monotonic() >= end:
+                break
+            if run.params.otlp_endpoint not in self._unhealthy:
+                self.push_run(run)
+        for exporter in self._exporters.values():
+            try:
+                exporter.shutdown(timeout_millis=200)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,661 @@
+"""Runs: what the exporter measures for each evaluation run, and the registry that owns them.
+
+A run starts with a boundary sweep of its devices, records every sweep the sampler takes while it
+is live, and stops with another boundary sweep: its energy is exact between those two reads. The
+registry holds the live runs (several share the one sampler), expires runs whose lease lapses,
+and keeps stopped runs' summaries for a while so a second StopSampling returns the same summary.
+Memory per run is O(devices): running aggregates, plus a bounded queue of samples awaiting OTLP.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import re
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .energy import (
+    DEFAULT_CARBON_INTENSITY_G_PER_KWH,
+    DEFAULT_POWER_COST_USD_PER_KWH,
+    DEFAULT_PUE,
+    METHOD_NONE,
+    EnergyMeter,
+    RunningStats,
+    co2_grams,
+    combine_methods,
+    power_cost_usd,
+)
+from .nvml import DeviceInfo
+from .sampler import DeviceReading, Sampler, Snapshot
+
+log = logging.getLogger(__name__)
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+DEFAULT_INTERVAL_MS = 1000
+MIN_INTERVAL_MS, MAX_INTERVAL_MS = 50, 60_000
+DEFAULT_LEASE_S = 120
+MAX_LEASE_S = 86_400
+MAX_ATTRIBUTES, MAX_ATTRIBUTE_LEN = 64, 1024
+MAX_GPU_UUIDS = 256
+
+
+class InvalidRequest(ValueError):
+    """Bad parameters (INVALID_ARGUMENT)."""
+
+
+class RunConflict(Exception):
+    """The run id is taken by a live run with other parameters, or by a stopped run (ALREADY_EXISTS)."""
+
+
+class RunNotFound(KeyError):
+    """No such run (NOT_FOUND)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class StopReason(enum.StrEnum):
+    CLIENT = "client"
+    LEASE_EXPIRED = "lease_expired"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class RunDefaults:
+    carbon_intensity_g_per_kwh: float = DEFAULT_CARBON_INTENSITY_G_PER_KWH
+    pue: float = DEFAULT_PUE
+    power_cost_per_kwh: float = DEFAULT_POWER_COST_USD_PER_KWH
+    otlp_endpoint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunParams:
+    run_id: str
+    interval_ms: int
+    gpu_uuids: tuple[str, ...]
+    otlp_endpoint: str
+    resource_attributes: tuple[tuple[str, str], ...]
+    carbon_intensity_g_per_kwh: float
+    pue: float
+    lease_seconds: int
+    power_cost_per_kwh: float
+
+    @classmethod
+    def create(
+        cls,
+        run_id: str,
+        *,
+        defaults: RunDefaults = RunDefaults(),
+        interval_ms: int = 0,
+        gpu_uuids: Sequence[str] = (),
+        otlp_endpoint: str = "",
+        resource_attributes: Mapping[str, str] | None = None,
+        carbon_intensity_g_per_kwh: float = 0.0,
+        pue: float = 0.0,
+        lease_seconds: int = 0,
+        power_cost_per_kwh: float = 0.0,
+    ) -> RunParams:
+        """Apply defaults (0 / empty = default) and validate; raises InvalidRequest."""
+        validate_run_id(run_id)
+        interval = interval_ms or DEFAULT_INTERVAL_MS
+        if not MIN_INTERVAL_MS <= interval <= MAX_INTERVAL_MS:
+            raise InvalidRequest(f"interval_ms must be {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS} (0 = {DEFAULT_INTERVAL_MS}), got {interval}")
+        lease = lease_seconds or DEFAULT_LEASE_S
+        if not 1 <= lease <= MAX_LEASE_S:
+            raise InvalidRequest(f"lease_seconds must be 1..{MAX_LEASE_S} (0 = {DEFAULT_LEASE_S}), got {lease}")
+        ci = _positive_or_default(
+            "carbon_intensity_g_per_kwh", carbon_intensity_g_per_kwh, defaults.carbon_intensity_g_per_kwh, upper=5000.0
+        )
+        pue_value = _positive_or_default("pue", pue, defaults.pue, upper=10.0)
+        if pue_value < 1.0:
+            raise InvalidRequest(f"pue must be >= 1.0 (0 = default {defaults.pue}), got {pue_value}")
+        price = _positive_or_default("power_cost_per_kwh", power_cost_per_kwh, defaults.power_cost_per_kwh, upper=100.0)
+        uuids = tuple(sorted(set(gpu_uuids)))
+        if len(uuids) > MAX_GPU_UUIDS or any(not u or len(u) > 128 for u in uuids):
+            raise InvalidRequest("gpu_uuids must hold at most 256 non-empty UUIDs of at most 128 characters")
+        attributes = dict(resource_attributes or {})
+        if len(attributes) > MAX_ATTRIBUTES:
+            raise InvalidRequest(f"at most {MAX_ATTRIBUTES} resource_attributes are allowed, got {len(attributes)}")
+        for key, value in attributes.items():
+            if not key or len(key) > 255 or len(value) > MAX_ATTRIBUTE_LEN:
+                raise InvalidRequest(f"resource attribute keys must be 1..255 characters and values at most {MAX_ATTRIBUTE_LEN}")
+        endpoint = otlp_endpoint or defaults.otlp_endpoint
+        if len(endpoint) > 2048 or any(c.isspace() for c in endpoint):
+            raise InvalidRequest("otlp_endpoint must be host:port or a URL without spaces")
+        return cls(
+            run_id=run_id,
+            interval_ms=interval,
+            gpu_uuids=uuids,
+            otlp_endpoint=endpoint,
+            resource_attributes=tuple(sorted(attributes.items())),
+            carbon_intensity_g_per_kwh=ci,
+            pue=pue_value,
+            lease_seconds=lease,
+            power_cost_per_kwh=price,
+        )
+
+
+def validate_run_id(run_id: str) -> None:
+    if not run_id:
+        raise InvalidRequest("run_id is required")
+    if len(run_id) > 128:
+        raise InvalidRequest(f"run_id must be at most 128 characters, got {len(run_id)}")
+    if not RUN_ID_PATTERN.match(run_id):
+        raise InvalidRequest("run_id must start with a letter or digit and hold only letters, digits and ._:/@+-")
+
+
+def _positive_or_default(name: str, value: float, default: float, upper: float) -> float:
+    if value != value or value in (float("inf"), float("-inf")):  # NaN / inf
+        raise InvalidRequest(f"{name} must be a finite number, got {value}")
+    if value < 0:
+        raise InvalidRequest(f"{name} must not be negative (0 = default {default}), got {value}")
+    if value > upper:
+        raise InvalidRequest(f"{name} must be at most {upper}, got {value}")
+    return value or default
+
+
+# -- summaries --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StatsSummary:
+    avg: float
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def of(cls, stats: RunningStats) -> StatsSummary | None:
+        if not stats.count:
+            return None
+        return cls(stats.average, stats.minimum, stats.maximum, stats.count)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSummary:
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    energy_joules: float
+    co2_grams: float
+    power_cost_usd: float
+    duration_seconds: float
+    sample_count: int
+    utilization_percent: StatsSummary | None
+    memory_used_bytes: StatsSummary | None
+    temperature_celsius: StatsSummary | None
+    power_watts: StatsSummary | None
+    energy_method: str
+    counter_reset: bool
+    failed: bool
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    gpu_available: bool
+    start_unix_ms: int
+    end_unix_ms: int
+    duration_seconds: float
+    sample_count: int
+    energy_joules: float
+    co2_grams: float
+    power_cost_usd: float
+    utilization_percent: StatsSummary | None
+    memory_used_bytes: StatsSummary | None
+    temperature_celsius: StatsSummary | None
+    power_watts: StatsSummary | None
+    energy_method: str
+    carbon_intensity_g_per_kwh: float
+    pue: float
+    power_cost_per_kwh: float
+    devices: tuple[DeviceSummary, ...]
+    stop_reason: str
+    simulated: bool
+    message: str
+    otlp_dropped_samples: int
+    otlp_exported_samples: int
+
+
+# -- one run ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class DeviceAccount:
+    info: DeviceInfo
+    utilization: RunningStats = field(default_factory=RunningStats)
+    memory: RunningStats = field(default_factory=RunningStats)
+    temperature: RunningStats = field(default_factory=RunningStats)
+    power: RunningStats = field(default_factory=RunningStats)
+    energy: EnergyMeter = field(default_factory=EnergyMeter)
+    samples: int = 0
+    first_t: float | None = None
+    last_t: float | None = None
+    failed: bool = False
+    error: str = ""
+
+    def record(self, t: float, reading: DeviceReading) -> None:
+        if reading.failed:
+            self.failed = True
+            return
+        self.samples += 1
+        if self.first_t is None:
+            self.first_t = t
+        self.last_t = t
+        for stats, value in (
+            (self.utilization, reading.utilization_percent),
+            (self.memory, reading.memory_used_bytes),
+            (self.temperature, reading.temperature_celsius),
+            (self.power, reading.power_watts),
+        ):
+            if value is not None:
+                stats.add(float(value))
+        self.energy.add(t, reading.power_watts, reading.energy_counter_joules)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSample:
+    """A sweep of a run's devices awaiting OTLP export, with each device's energy so far."""
+
+    timestamp_ns: int
+    readings: tuple[tuple[DeviceReading, float], ...]
+
+
+class Run:
+    def __init__(
+        self,
+        params: RunParams,
+        devices: Sequence[DeviceInfo],
+        gpu_available: bool,
+        message: str,
+        simulated: bool,
+        clock: Callable[[], float],
+        max_pending: int,
+    ) -> None:
+        self.params = params
+        self.gpu_available = gpu_available
+        self.message = message
+        self.simulated = simulated
+        self._clock = clock
+        self.accounts: dict[str, DeviceAccount] = {d.uuid: DeviceAccount(info=d) for d in devices}
+        self.totals = {name: RunningStats() for name in ("utilization", "memory", "temperature", "power")}
+        self.sample_count = 0
+        self.start_unix_ns = time.time_ns()
+        self.start_mono = clock()
+        self.end_unix_ns: int | None = None
+        self.end_mono: float | None = None
+        self.lease_expires_mono = self.start_mono + params.lease_seconds
+        self.stopped = False
+        self.stop_reason: StopReason | None = None
+        self.summary: RunSummary | None = None
+        self.pending: deque[PendingSample] = deque(maxlen=max_pending)
+        self.otlp_dropped = 0
+        self.otlp_exported = 0
+        self.pending_lock = threading.Lock()
+        self._watchers: list[queue.Queue[PendingSample | None]] = []
+
+    @property
+    def run_id(self) -> str:
+        return self.params.run_id
+
+    def lease_expires_unix_ms(self) -> int:
+        return int((time.time() + (self.lease_expires_mono - self._clock())) * 1000)
+
+    def extend_lease(self) -> None:
+        self.lease_expires_mono = self._clock() + self.params.lease_seconds
+
+    def energy_joules(self) -> float:
+        return sum(a.energy.joules for a in self.accounts.values())
+
+    def record(self, snapshot: Snapshot) -> None:
+        if self.stopped or not self.accounts:
+            if not self.stopped:
+                self.sample_count += 1
+            return
+        t = snapshot.monotonic
+        readings: list[tuple[DeviceReading, float]] = []
+        utilizations: list[float] = []
+        memory = power = 0.0
+        have_memory = have_power = False
+        hottest: float | None = None
+        for reading in snapshot.devices:
+            account = self.accounts.get(reading.uuid)
+            if account is None:
+                continue
+            account.record(t, reading)
+            if reading.failed:
+                continue
+            readings.append((reading, account.energy.joules))
+            if reading.utilization_percent is not None:
+                utilizations.append(reading.utilization_percent)
+            if reading.memory_used_bytes is not None:
+                memory += reading.memory_used_bytes
+                have_memory = True
+            if reading.power_watts is not None:
+                power += reading.power_watts
+                have_power = True
+            if reading.temperature_celsius is not None:
+                hottest = reading.temperature_celsius if hottest is None else max(hottest, reading.temperature_celsius)
+        seen = {r.uuid for r in snapshot.devices}
+        for uuid, account in self.accounts.items():  # a device missing from the sweep is not measured
+            if uuid not in seen and snapshot.nvml_up:
+                account.failed = True
+                account.error = account.error or "GPU no longer visible"
+        self.sample_count += 1
+        if utilizations:
+            self.totals["utilization"].add(sum(utilizations) / len(utilizations))
+        if have_memory:
+            self.totals["memory"].add(memory)
+        if have_power:
+            self.totals["power"].add(power)
+        if hottest is not None:
+            self.totals["temperature"].add(hottest)
+        sample = PendingSample(snapshot.timestamp_ns, tuple(readings))
+        if readings:
+            with self.pending_lock:
+                if len(self.pending) == self.pending.maxlen:
+                    self.otlp_dropped += 1
+                self.pending.append(sample)
+        for watcher in list(self._watchers):
+            _offer(watcher, sample)
+
+    # -- OTLP queue ---------------------------------------------------------------------------
+    def take_pending(self) -> list[PendingSample]:
+        with self.pending_lock:
+            batch = list(self.pending)
+            self.pending.clear()
+            return batch
+
+    def return_pending(self, batch: list[PendingSample]) -> None:
+        """Put back samples whose export failed, oldest first; what no longer fits is dropped."""
+        with self.pending_lock:
+            room = (self.pending.maxlen or 0) - len(self.pending)
+            keep = batch[-room:] if room > 0 else []
+            self.otlp_dropped += len(batch) - len(keep)
+            self.pending.extendleft(reversed(keep))
+
+    # -- watching -----------------------------------------------------------------------------
+    def subscribe(self, maxsize: int = 256) -> queue.Queue[PendingSample | None]:
+        watcher: queue.Queue[PendingSample | None] = queue.Queue(maxsize=maxsize)
+        self._watchers.append(watcher)
+        if self.stopped:
+            _offer(watcher, None)
+        return watcher
+
+    def unsubscribe(self, watcher: queue.Queue[PendingSample | None]) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    # -- stopping -----------------------------------------------------------------------------
+    def finish(self, snapshot: Snapshot, reason: StopReason) -> None:
+        self.record(snapshot)
+        self.stopped = True
+        self.stop_reason = reason
+        self.end_unix_ns = snapshot.timestamp_ns
+        self.end_mono = snapshot.monotonic
+        for watcher in list(self._watchers):
+            _offer(watcher, None)
+
+    def seal(self) -> RunSummary:
+        """Freeze the summary (after the final OTLP flush). Later calls return the same one."""
+        if self.summary is None:
+            self.summary = self.build_summary()
+        return self.summary
+
+    def build_summary(self) -> RunSummary:
+        p = self.params
+        end_mono = self.end_mono if self.end_mono is not None else self._clock()
+        end_ns = self.end_unix_ns if self.end_unix_ns is not None else time.time_ns()
+        devices = []
+        for account in sorted(self.accounts.values(), key=lambda a: a.info.index):
+            joules = account.energy.joules
+            duration = (account.last_t - account.first_t) if account.first_t is not None and account.last_t is not None else 0.0
+            devices.append(
+                DeviceSummary(
+                    index=account.info.index,
+                    uuid=account.info.uuid,
+                    name=account.info.name,
+                    memory_total_bytes=account.info.memory_total_bytes,
+                    energy_joules=joules,
+                    co2_grams=co2_grams(joules, p.carbon_intensity_g_per_kwh, p.pue),
+                    power_cost_usd=power_cost_usd(joules, p.power_cost_per_kwh),
+                    duration_seconds=duration,
+                    sample_count=account.samples,
+                    utilization_percent=StatsSummary.of(account.utilization),
+                    memory_used_bytes=StatsSummary.of(account.memory),
+                    temperature_celsius=StatsSummary.of(account.temperature),
+                    power_watts=StatsSummary.of(account.power),
+                    energy_method=account.energy.method,
+                    counter_reset=account.energy.counter_reset,
+                    failed=account.failed,
+                    error=account.error,
+                )
+            )
+        total = sum(d.energy_joules for d in devices)
+        return RunSummary(
+            run_id=p.run_id,
+            gpu_available=self.gpu_available,
+            start_unix_ms=self.start_unix_ns // 1_000_000,
+            end_unix_ms=end_ns // 1_000_000,
+            duration_seconds=max(0.0, end_mono - self.start_mono),
+            sample_count=self.sample_count,
+            energy_joules=total,
+            co2_grams=sum(d.co2_grams for d in devices),
+            power_cost_usd=sum(d.power_cost_usd for d in devices),
+            utilization_percent=StatsSummary.of(self.totals["utilization"]),
+            memory_used_bytes=StatsSummary.of(self.totals["memory"]),
+            temperature_celsius=StatsSummary.of(self.totals["temperature"]),
+            power_watts=StatsSummary.of(self.totals["power"]),
+            energy_method=combine_methods([d.energy_method for d in devices]) if devices else METHOD_NONE,
+            carbon_intensity_g_per_kwh=p.carbon_intensity_g_per_kwh,
+            pue=p.pue,
+            power_cost_per_kwh=p.power_cost_per_kwh,
+            devices=tuple(devices),
+            stop_reason=(self.stop_reason.value if self.stop_reason else ""),
+            simulated=self.simulated,
+            message=self.message,
+            otlp_dropped_samples=self.otlp_dropped,
+            otlp_exported_samples=self.otlp_exported,
+        )
+
+
+def _offer(watcher: queue.Queue, item: PendingSample | None) -> None:
+    """Non-blocking put; a slow watcher loses its oldest samples, never the end marker."""
+    while True:
+        try:
+            watcher.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                watcher.get_nowait()
+            except queue.Empty:
+                pass
+
+
+# -- the registry -----------------------------------------------------------------------------
+RunFinalizer = Callable[[Run, bool], None]  # (run, synchronous): final OTLP flush
+
+
+class RunRegistry:
+    """Live and recently stopped runs. Thread-safe; implements the sampler's listener and hook."""
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        defaults: RunDefaults = RunDefaults(),
+        finalizer: RunFinalizer | None = None,
+        max_stopped: int = 1000,
+        max_pending_samples: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sampler = sampler
+        self.defaults = defaults
+        self._finalizer = finalizer
+        self._max_stopped = max_stopped
+        self._max_pending = max_pending_samples
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._active: dict[str, Run] = {}
+        self._stopped: OrderedDict[str, Run] = OrderedDict()
+        self.runs_started = 0
+        self.runs_expired = 0
+        sampler.add_listener(self)
+        sampler.add_hook(self)
+
+    def set_finalizer(self, finalizer: RunFinalizer) -> None:
+        self._finalizer = finalizer
+
+    # -- sampler integration ------------------------------------------------------------------
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            runs = list(self._active.values())
+        for run in runs:
+            run.record(snapshot)
+
+    def on_tick(self, now_monotonic: float) -> None:
+        with self._lock:
+            expired = [r.run_id for r in self._active.values() if r.lease_expires_mono <= now_monotonic]
+        for run_id in expired:
+            log.warning("run %s: lease expired without a heartbeat; stopping it", run_id)
+            try:
+                self.stop(run_id, StopReason.LEASE_EXPIRED)
+                self.runs_expired += 1
+            except RunNotFound:
+                pass
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            if not self._active:
+                return None
+            return min(r.lease_expires_mono for r in self._active.values())
+
+    def min_interval_s(self) -> float | None:
+        with self._lock:
+            if not self._active:
+                return None
+            return min(r.params.interval_ms for r in self._active.values()) / 1000.0
+
+    # -- the API ------------------------------------------------------------------------------
+    def start(self, params: RunParams) -> tuple[Run, bool]:
+        """Start a run (boundary sweep first). Returns (run, already_running)."""
+        with self._lock:
+            live = self._active.get(params.run_id)
+            if live is not None:
+                if live.params != params:
+                    raise RunConflict(f"run {params.run_id!r} is live with other parameters; stop it or use another run_id")
+                live.extend_lease()
+                return live, True
+            if params.run_id in self._stopped:
+                raise RunConflict(f"run {params.run_id!r} has already stopped; use a new run_id")
+        health = self.sampler.health
+        states = self.sampler.devices()
+        known = {s.info.uuid: s for s in states}
+        if params.gpu_uuids and health.nvml_up:
+            unknown = [u for u in params.gpu_uuids if u not in known]
+            if unknown:
+                visible = ", ".join(sorted(known)) or "none"
+                raise InvalidRequest(f"unknown GPU UUID(s): {', '.join(unknown)} (visible: {visible})")
+        chosen = [s for s in states if not params.gpu_uuids or s.info.uuid in params.gpu_uuids]
+        gpu_available = bool(health.nvml_up and chosen)
+        if not health.nvml_up:
+            message = f"NVML unavailable: {health.nvml_error}" if health.nvml_error else "NVML unavailable"
+        elif not chosen:
+            message = "no GPU visible to NVML"
+        else:
+            message = ""
+        run = Run(
+            params,
+            [s.info for s in chosen] if gpu_available else [],
+            gpu_available,
+            message,
+            self.sampler.backend.simulated,
+            self._clock,
+            self._max_pending,
+        )
+
+        def register(snapshot: Snapshot) -> None:
+            with self._lock:
+                if params.run_id in self._active or params.run_id in self._stopped:
+                    raise RunConflict(f"run {params.run_id!r} was started concurrently")
+                run.start_unix_ns = snapshot.timestamp_ns
+                run.start_mono = snapshot.monotonic
+                run.extend_lease()
+                run.record(snapshot)
+                self._active[params.run_id] = run
+                self.runs_started += 1
+
+        self.sampler.sweep(after=register)
+        self.sampler.wake()
+        return run, False
+
+    def heartbeat(self, run_id: str) -> Run:
+        with self._lock:
+            run = self._active.get(run_id)
+            if run is None:
+                if run_id in self._stopped:
+                    raise RunNotFound(f"run {run_id!r} has stopped ({self._stopped[run_id].stop_reason.value})")  # type: ignore[union-attr]
+                raise RunNotFound(f"no run {run_id!r}")
+            run.extend_lease()
+            return run
+
+    def stop(self, run_id: str, reason: StopReason = StopReason.CLIENT) -> RunSummary:
+        with self._lock:
+            stopped = self._stopped.get(run_id)
+            if stopped is not None:
+                return stopped.seal()
+            if run_id not in self._active:
+                raise RunNotFound(f"no run {run_id!r}")
+        finished: list[Run] = []
+
+        def finish(snapshot: Snapshot) -> None:
+            with self._lock:
+                run = self._active.pop(run_id, None)
+                if run is None:
+                    return
+                run.finish(snapshot, reason)
+                self._stopped[run_id] = run
+                while len(self._stopped) > self._max_stopped:
+                    self._stopped.popitem(last=False)
+                finished.append(run)
+
+        self.sampler.sweep(after=finish)
+        if not finished:  # another thread stopped it between our check and the sweep
+            with self._lock:
+                return self._stopped[run_id].seal()
+        run = finished[0]
+        if self._finalizer is not None:
+            try:
+                self._finalizer(run, reason is not StopReason.LEASE_EXPIRED)
+            except Exception:
+                log.exception("run %s: final OTLP flush failed", run_id)
+        self.sampler.wake()
+        return run.seal()
+
+    def stop_all(self, reason: StopReason = StopReason.SHUTDOWN) -> list[RunSummary]:
+        with self._lock:
+            ids = list(self._active)
+        summaries = []
+        for run_id in ids:
+            try:
+                summaries.append(self.stop(run_id, reason))
+            except RunNotFound:
+                pass
+        return summaries
+
+    def get(self, run_id: str) -> Run:
+        with self._lock:
+            run = self._active.get(run_id) or self._stopped.get(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return run
+
+    def active_runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._active.values())
+
+    def all_runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._active.values()) + list(self._stopped.values())

@@ -1,0 +1,350 @@
+"""The collector loop: one thread sweeps every device through the NVML backend.
+
+A sweep reads all devices once and produces an immutable `Snapshot`. The latest snapshot is what
+`/metrics` serves; every snapshot is handed to the listeners (the run registry) in order. Nothing
+else calls NVML: scrapes and OTLP pushes only read snapshots.
+
+Failure model:
+- a field a device does not support is cached as unsupported for that device and omitted;
+- a device that is lost (or needs a reset) is marked failed while the others go on;
+- a library-level error (driver gone, library missing, unknown error) marks NVML down; the loop
+  re-initialises it with exponential backoff (1 s doubling to 60 s), re-discovering the devices.
+With no NVML at all the exporter runs in soft mode: empty snapshots, `nvml_up` false.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .energy import EnergyMeter
+from .nvml import DeviceInfo, ErrorKind, Field, NvmlBackend, classify_error, describe_error
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReading:
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    utilization_percent: float | None = None
+    memory_used_bytes: int | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    energy_counter_joules: float | None = None
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    timestamp_ns: int  # wall clock, for outputs
+    monotonic: float  # for durations and integration
+    devices: tuple[DeviceReading, ...]
+    nvml_up: bool
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """What the exporter knows about one GPU across sweeps."""
+
+    info: DeviceInfo
+    unsupported: set[Field] = field(default_factory=set)
+    failed: bool = False
+    error: str = ""
+    lifetime_energy: EnergyMeter = field(default_factory=EnergyMeter)
+
+
+class SnapshotListener(Protocol):
+    def on_snapshot(self, snapshot: Snapshot) -> None: ...
+
+
+class TickHook(Protocol):
+    """Called by the loop after each wake-up (lease expiry); says when it next needs a wake-up."""
+
+    def on_tick(self, now_monotonic: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+
+
+@dataclass(slots=True)
+class SamplerHealth:
+    nvml_up: bool = False
+    nvml_error: str = ""
+    driver_version: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
+    sweeps: int = 0
+    last_success_unix: float = 0.0
+    last_sweep_seconds: float = 0.0
+    reinit_attempts: int = 0
+
+
+_READERS: tuple[tuple[Field, str], ...] = (
+    (Field.UTILIZATION, "utilization_percent"),
+    (Field.MEMORY_USED, "memory_used_bytes"),
+    (Field.TEMPERATURE, "temperature_celsius"),
+    (Field.POWER, "power_watts"),
+    (Field.ENERGY, "total_energy_joules"),
+)
+_READING_ATTR = {
+    Field.UTILIZATION: "utilization_percent",
+    Field.MEMORY_USED: "memory_used_bytes",
+    Field.TEMPERATURE: "temperature_celsius",
+    Field.POWER: "power_watts",
+    Field.ENERGY: "energy_counter_joules",
+}
+
+
+class _NvmlDown(Exception):
+    pass
+
+
+class Sampler:
+    def __init__(
+        self,
+        backend: NvmlBackend,
+        idle_interval_s: float = 15.0,
+        interval_source: Callable[[], float | None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.backend = backend
+        self.idle_interval_s = idle_interval_s
+        self._interval_source = interval_source
+        self._clock = clock
+        self._wall_ns = wall_clock_ns
+        self._listeners: list[SnapshotListener] = []
+        self._hooks: list[TickHook] = []
+        self._sweep_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._devices: dict[str, DeviceState] = {}
+        self._order: list[str] = []  # uuids by NVML index
+        self.health = SamplerHealth()
+        self._backoff = INITIAL_BACKOFF_S
+        self._next_init = 0.0
+        self._latest = Snapshot(self._wall_ns(), self._clock(), (), False)
+        self._initialize()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def add_listener(self, listener: SnapshotListener) -> None:
+        self._listeners.append(listener)
+
+    def add_hook(self, hook: TickHook) -> None:
+        self._hooks.append(hook)
+
+    @property
+    def latest(self) -> Snapshot:
+        return self._latest
+
+    @property
+    def sweep_lock(self) -> threading.RLock:
+        """Held while a sweep is taken and dispatched; hold it to act between two sweeps."""
+        return self._sweep_lock
+
+    def devices(self) -> list[DeviceState]:
+        return [self._devices[u] for u in self._order]
+
+    def device(self, uuid: str) -> DeviceState | None:
+        return self._devices.get(uuid)
+
+    def wake(self) -> None:
+        """Re-plan now (a run started or stopped and the interval may have changed)."""
+        self._wake.set()
+
+    # -- NVML lifecycle -----------------------------------------------------------------------
+    def _initialize(self) -> bool:
+        """(Re)initialise NVML and discover the devices. Never raises."""
+        self.health.reinit_attempts += 1
+        try:
+            self.backend.init()
+            driver = self.backend.driver_version()
+            count = self.backend.device_count()
+            infos = [self.backend.device_info(i) for i in range(count)]
+        except Exception as err:  # noqa: BLE001 - any failure keeps the exporter up in soft mode
+            message = describe_error(err)
+            if self.health.nvml_up or not self.health.nvml_error:
+                log.warning("NVML unavailable: %s; GPU metrics off, retrying with backoff", message)
+            self.health.nvml_up = False
+            self.health.nvml_error = message
+            self._count_error("init_failed")
+            self._schedule_reinit()
+            return False
+        previous = self._devices
+        self._devices = {}
+        self._order = []
+        for info in infos:
+            state = previous.get(info.uuid) or DeviceState(info=info)
+            state.info = info
+            state.failed = False
+            state.error = ""
+            self._devices[info.uuid] = state
+            self._order.append(info.uuid)
+        for uuid, state in previous.items():  # a GPU that vanished stays known, as failed
+            if uuid not in self._devices:
+                state.failed = True
+                state.error = state.error or "GPU no longer visible after NVML re-initialisation"
+                self._devices[uuid] = state
+        self.health.nvml_up = True
+        self.health.nvml_error = "" if count else "no GPU visible to NVML"
+        self.health.driver_version = driver
+        self._backoff = INITIAL_BACKOFF_S
+        log.info("NVML up: driver %s, %d GPU(s)", driver, count)
+        return True
+
+    def _schedule_reinit(self) -> None:
+        self._next_init = self._clock() + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    def _nvml_failed(self, err: BaseException) -> None:
+        self.health.nvml_up = False
+        self.health.nvml_error = describe_error(err)
+        log.warning("NVML error %s: re-initialising in %.0f s", self.health.nvml_error, self._backoff)
+        try:
+            self.backend.shutdown()
+        except Exception:  # noqa: BLE001 - the library may already be gone
+            pass
+        self._schedule_reinit()
+
+    def _count_error(self, reason: str) -> None:
+        self.health.errors[reason] = self.health.errors.get(reason, 0) + 1
+
+    # -- sweeping -----------------------------------------------------------------------------
+    def _read_device(self, state: DeviceState) -> DeviceReading:
+        info = state.info
+        values: dict[str, float | int | None] = {}
+        for fld, method in _READERS:
+            if fld in state.unsupported:
+                continue
+            try:
+                values[_READING_ATTR[fld]] = getattr(self.backend, method)(info.index)
+            except Exception as err:
+                kind = classify_error(err)
+                if kind is ErrorKind.UNSUPPORTED:
+                    state.unsupported.add(fld)
+                    log.info("GPU %d (%s): %s not supported: %s", info.index, info.uuid, fld.value, describe_error(err))
+                elif kind is ErrorKind.DEVICE_LOST:
+                    state.failed = True
+                    state.error = describe_error(err)
+                    self._count_error("device_lost")
+                    log.error("GPU %d (%s) failed: %s", info.index, info.uuid, state.error)
+                    break
+                elif kind is ErrorKind.LIBRARY:
+                    raise _NvmlDown(err) from err
+                else:
+                    self._count_error("transient")
+        if state.failed:
+            return self._failed_reading(state)
+        return DeviceReading(
+            index=info.index,
+            uuid=info.uuid,
+            name=info.name,
+            memory_total_bytes=info.memory_total_bytes,
+            **values,  # type: ignore[arg-type]
+        )
+
+    def sweep(self, after: Callable[[Snapshot], None] | None = None) -> Snapshot:
+        """Read every device now, publish the snapshot, then call `after` under the same lock."""
+        with self._sweep_lock:
+            started = time.perf_counter()
+            now = self._clock()
+            if not self.health.nvml_up and now >= self._next_init:
+                self._initialize()
+            readings: list[DeviceReading] = []
+            if self.health.nvml_up:
+                try:
+                    for uuid in self._order:
+                        state = self._devices[uuid]
+                        if state.failed:
+                            readings.append(self._failed_reading(state))
+                            continue
+                        readings.append(self._read_device(state))
+                except _NvmlDown as down:
+                    self._count_error("library")
+                    self._nvml_failed(down.__cause__ or down)
+                    readings = []
+            snapshot = Snapshot(self._wall_ns(), self._clock(), tuple(readings), self.health.nvml_up)
+            for reading in readings:
+                if not reading.failed:
+                    self._devices[reading.uuid].lifetime_energy.add(snapshot.monotonic, reading.power_watts, reading.energy_counter_joules)
+            self._latest = snapshot
+            self.health.sweeps += 1
+            if self.health.nvml_up:
+                self.health.last_success_unix = snapshot.timestamp_ns / 1e9
+            for listener in self._listeners:
+                try:
+                    listener.on_snapshot(snapshot)
+                except Exception:  # a listener bug must not stop sampling
+                    log.exception("snapshot listener failed")
+            if after is not None:
+                after(snapshot)
+            self.health.last_sweep_seconds = time.perf_counter() - started
+            return snapshot
+
+    @staticmethod
+    def _failed_reading(state: DeviceState) -> DeviceReading:
+        info = state.info
+        return DeviceReading(info.index, info.uuid, info.name, info.memory_total_bytes, failed=True)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def current_interval_s(self) -> float:
+        wanted = self._interval_source()
+        return wanted if wanted is not None else self.idle_interval_s
+
+    def _run(self) -> None:
+        next_sweep = self._clock()
+        while not self._stop.is_set():
+            now = self._clock()
+            if now >= next_sweep:
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("sweep failed")
+                    self._count_error("internal")
+                interval = self.current_interval_s()
+                next_sweep = max(next_sweep + interval, self._clock())
+            else:  # woken early: the interval may have shrunk
+                next_sweep = min(next_sweep, self._last_sweep_mono() + self.current_interval_s())
+            for hook in self._hooks:
+                try:
+                    hook.on_tick(self._clock())
+                except Exception:
+                    log.exception("tick hook failed")
+            deadline = next_sweep
+            for hook in self._hooks:
+                d = hook.next_deadline()
+                if d is not None:
+                    deadline = min(deadline, d)
+            timeout = deadline - self._clock()
+            if timeout > 0:
+                self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _last_sweep_mono(self) -> float:
+        return self._latest.monotonic
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="smoltrace-gpu-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        try:
+            if self.health.nvml_up:
+                self.backend.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
