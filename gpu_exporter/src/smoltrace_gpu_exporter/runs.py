@@ -145,7 +145,7 @@ def validate_run_id(run_id: str) -> None:
         raise InvalidRequest("run_id is required")
     if len(run_id) > 128:
         raise InvalidRequest(f"run_id must be at most 128 characters, got {len(run_id)}")
-    if not RUN_ID_PATTERN.match(run_id):
+    if not RUN_ID_PATTERN.fullmatch(run_id):  # not match(): "$" also matches before a trailing newline
         raise InvalidRequest("run_id must start with a letter or digit and hold only letters, digits and ._:/@+-")
 
 
@@ -240,6 +240,7 @@ class DeviceAccount:
     def record(self, t: float, reading: DeviceReading) -> None:
         if reading.failed:
             self.failed = True
+            self.error = self.error or reading.error
             return
         self.samples += 1
         if self.first_t is None:
@@ -296,6 +297,7 @@ class Run:
         self.otlp_exported = 0
         self.pending_lock = threading.Lock()
         self._watchers: list[queue.Queue[PendingSample | None]] = []
+        self._last_snapshot: Snapshot | None = None  # a stop sweep reaches a run twice (listener, then finish)
 
     @property
     def run_id(self) -> str:
@@ -311,6 +313,9 @@ class Run:
         return sum(a.energy.joules for a in self.accounts.values())
 
     def record(self, snapshot: Snapshot) -> None:
+        if snapshot is self._last_snapshot:
+            return
+        self._last_snapshot = snapshot
         if self.stopped or not self.accounts:
             if not self.stopped:
                 self.sample_count += 1
@@ -576,9 +581,16 @@ class RunRegistry:
             self._max_pending,
         )
 
+        outcome: list[tuple[Run, bool]] = []
+
         def register(snapshot: Snapshot) -> None:
             with self._lock:
-                if params.run_id in self._active or params.run_id in self._stopped:
+                live = self._active.get(params.run_id)
+                if live is not None and live.params == params:  # an identical start won the race: idempotent
+                    live.extend_lease()
+                    outcome.append((live, True))
+                    return
+                if live is not None or params.run_id in self._stopped:
                     raise RunConflict(f"run {params.run_id!r} was started concurrently")
                 run.start_unix_ns = snapshot.timestamp_ns
                 run.start_mono = snapshot.monotonic
@@ -586,10 +598,11 @@ class RunRegistry:
                 run.record(snapshot)
                 self._active[params.run_id] = run
                 self.runs_started += 1
+                outcome.append((run, False))
 
         self.sampler.sweep(after=register)
         self.sampler.wake()
-        return run, False
+        return outcome[0]
 
     def heartbeat(self, run_id: str) -> Run:
         with self._lock:

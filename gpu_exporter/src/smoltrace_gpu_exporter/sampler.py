@@ -42,6 +42,7 @@ class DeviceReading:
     power_watts: float | None = None
     energy_counter_joules: float | None = None
     failed: bool = False
+    error: str = ""  # why the device failed (failed readings only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,17 @@ class Sampler:
             self.backend.init()
             driver = self.backend.driver_version()
             count = self.backend.device_count()
-            infos = [self.backend.device_info(i) for i in range(count)]
+            infos: list[DeviceInfo] = []
+            lost: list[str] = []
+            for i in range(count):
+                try:
+                    infos.append(self.backend.device_info(i))
+                except Exception as err:  # a GPU lost at discovery must not hide the others
+                    if classify_error(err) is not ErrorKind.DEVICE_LOST:
+                        raise
+                    lost.append(f"GPU {i}: {describe_error(err)}")
+                    self._count_error("device_lost")
+                    log.error("GPU %d failed during discovery: %s", i, describe_error(err))
         except Exception as err:  # noqa: BLE001 - any failure keeps the exporter up in soft mode
             message = describe_error(err)
             if self.health.nvml_up or not self.health.nvml_error:
@@ -194,7 +205,7 @@ class Sampler:
                 state.error = state.error or "GPU no longer visible after NVML re-initialisation"
                 self._devices[uuid] = state
         self.health.nvml_up = True
-        self.health.nvml_error = "" if count else "no GPU visible to NVML"
+        self.health.nvml_error = "" if infos else ("; ".join(lost) if lost else "no GPU visible to NVML")
         self.health.driver_version = driver
         self._backoff = INITIAL_BACKOFF_S
         log.info("NVML up: driver %s, %d GPU(s)", driver, count)
@@ -292,7 +303,7 @@ class Sampler:
     @staticmethod
     def _failed_reading(state: DeviceState) -> DeviceReading:
         info = state.info
-        return DeviceReading(info.index, info.uuid, info.name, info.memory_total_bytes, failed=True)
+        return DeviceReading(info.index, info.uuid, info.name, info.memory_total_bytes, failed=True, error=state.error)
 
     # -- the loop -----------------------------------------------------------------------------
     def current_interval_s(self) -> float:
