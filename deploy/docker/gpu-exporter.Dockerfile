@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# smoltrace GPU-exporter sidecar: NVML sampling, gRPC control API, Prometheus /metrics, OTLP push.
+# Slim and non-root; needs no torch, transformers or smolagents. NVML comes from the host driver
+# through the NVIDIA container runtime (NVIDIA_DRIVER_CAPABILITIES=utility is all it needs).
+# Build from the repository root:
+#   docker build -f deploy/docker/gpu-exporter.Dockerfile -t smoltrace-gpu-exporter .
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY requirements/constraints.txt requirements/constraints.txt
+COPY gpu_exporter/ gpu_exporter/
+RUN python -m venv /opt/exporter \
+ && /opt/exporter/bin/pip install --no-cache-dir -c requirements/constraints.txt ./gpu_exporter
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="smoltrace-gpu-exporter" \
+      org.opencontainers.image.description="NVML GPU-exporter sidecar for smoltrace evaluation runs" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=utility \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/exporter/bin:$PATH \
+    SMOLTRACE_GPU_EXPORTER_GRPC_ADDRESS=0.0.0.0:50051 \
+    SMOLTRACE_GPU_EXPORTER_METRICS_ADDRESS=0.0.0.0:9402
+COPY --from=build /opt/exporter /opt/exporter
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter
+USER 10001:10001
+EXPOSE 50051 9402
+# gRPC health (grpc.health.v1) of the control API; works with a read-only root filesystem.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["python", "-m", "smoltrace_gpu_exporter.healthcheck"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["smoltrace-gpu-exporter"]
