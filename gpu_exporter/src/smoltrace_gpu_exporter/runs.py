@@ -492,7 +492,7 @@ class RunRegistry:
         sampler: Sampler,
         defaults: RunDefaults = RunDefaults(),
         finalizer: RunFinalizer | None = None,
-        max_stopped: int = 1000,
+        max_stopped: int = 256,
         max_pending_samples: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

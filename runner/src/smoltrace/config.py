@@ -1,0 +1,254 @@
+"""`smoltrace-eval` flags -> a typed, validated `EvalConfig`. Light imports only (--help < 1 s)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+
+PROVIDERS = ("litellm", "inference", "transformers", "ollama")
+AGENT_TYPES = ("tool", "code", "both")
+PURPOSES = ("selection", "regression", "monitoring")
+DEFAULT_DATASET = "default"
+DEFAULT_OUTPUT_DIR = "smoltrace_results"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password|authorization|api_key|apikey)$", re.I)
+OPTIONAL_TOOLS = ("read_file", "write_file", "list_directory", "python_interpreter")
+
+
+class ConfigError(ValueError):
+    """Bad flags: printed as one line, exit code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    model: str
+    provider: str = "litellm"
+    agent_type: str = "both"
+    dataset_name: str = DEFAULT_DATASET
+    dataset_revision: str | None = None
+    split: str = "train"
+    difficulty: str | None = None
+    limit: int | None = None
+    parallel_workers: int = 1
+    run_id: str = ""
+    output_format: str = "json"
+    output_dir: str = DEFAULT_OUTPUT_DIR
+    private: bool = True
+    model_args: dict[str, Any] = field(default_factory=dict)
+    api_base: str | None = None
+    max_steps: int = 6
+    task_timeout: float | None = None
+    max_retries: int = 3
+    enable_otel: bool = False
+    disable_gpu_metrics: bool = False
+    enable_gpu_metrics: bool = False
+    gpu_exporter: str | None = None
+    enable_tools: tuple[str, ...] = ()
+    working_directory: str | None = None
+    prompt_yml: str | None = None
+    additional_imports: tuple[str, ...] = ()
+    use_case: str | None = None
+    team: str | None = None
+    purpose: str | None = None
+    suite_version: str | None = None
+    seed: int = 42
+    quiet: bool = False
+    debug: bool = False
+    resume: str | None = None
+    hf_token_file: str | None = None
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting, secrets redacted (for metadata.json and logs)."""
+        data = asdict(self)
+        data["model_args"] = redact_mapping(self.model_args)
+        data["enable_tools"] = list(self.enable_tools)
+        data["additional_imports"] = list(self.additional_imports)
+        return data
+
+
+def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: "[REDACTED]" if SECRET_KEY.search(k) else v for k, v in values.items()}
+
+
+def parse_model_args(items: Sequence[str] | None) -> dict[str, Any]:
+    """KEY=VALUE pairs; values parsed as JSON (numbers, booleans, lists...), else kept as text."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"--model-args expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"--model-args: {key!r} is not a valid argument name")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = {"true": True, "false": False}.get(raw.strip().lower(), raw)
+        out[key] = value
+    return out
+
+
+def normalise_group(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    return text or None
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """A flag error is one line on stderr and exit code 2, like every other input error (argparse
+    would print the whole usage, some 30 lines, first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineErrorParser(
+        prog="smoltrace-eval",
+        description="Evaluate smolagents agents (ToolCallingAgent, CodeAgent) on a task dataset, with traces, "
+        "GPU/energy/CO2 metrics and a leaderboard row.",
+        epilog="Exit codes: 0 run completed (tasks may have failed), 1 internal error, 2 bad flags or dataset, "
+        "3 model or server unreachable, 130 interrupted (finished tasks are kept; continue with --resume).",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="model id (e.g. openai/gpt-4.1-nano, a local transformers folder, an Ollama model name)")
+    m.add_argument("--provider", choices=PROVIDERS, default="litellm", help="where the model runs (default litellm)")
+    m.add_argument("--api-base", help="model server URL (litellm, ollama: else $OLLAMA_HOST, else http://localhost:11434)")
+    m.add_argument("--model-args", nargs="+", metavar="KEY=VALUE", help="generation arguments, e.g. temperature=0 max_new_tokens=256")
+    m.add_argument("--hf-token-file", help="read the Hugging Face token from this file (else $HF_TOKEN)")
+    m.add_argument("--seed", type=int, default=42, help="random seed for local generation (default 42)")
+    a = p.add_argument_group("agents")
+    a.add_argument("--agent-type", choices=AGENT_TYPES, default="both", help="default both")
+    a.add_argument("--max-steps", type=int, default=6, help="agent step budget (default 6)")
+    a.add_argument("--enable-tools", nargs="+", metavar="TOOL", help=f"optional tools: {', '.join(OPTIONAL_TOOLS)}")
+    a.add_argument("--working-directory", help="sandbox folder for the file tools (default: the current folder)")
+    a.add_argument("--prompt-yml", help="YAML with max_steps, instructions, system_prompt, prompt_templates, ...")
+    a.add_argument("--additional-imports", nargs="+", metavar="MODULE", help="modules a CodeAgent may import")
+    d = p.add_argument_group("tasks")
+    d.add_argument("--dataset-name", default=DEFAULT_DATASET, help="'default' (built-in tasks), a .json/.jsonl file, or a Hub dataset id")
+    d.add_argument("--dataset-revision", help="commit SHA of a Hub dataset (required for Hub datasets)")
+    d.add_argument("--split", default="train", help="split / key to read (default train)")
+    d.add_argument("--difficulty", choices=("easy", "medium", "hard"), help="only tasks of this difficulty")
+    d.add_argument("--limit", type=int, help="at most N tasks per agent type")
+    x = p.add_argument_group("execution")
+    x.add_argument("--parallel-workers", type=int, default=1, help="concurrent task executions (default 1)")
+    x.add_argument("--task-timeout", type=float, help="seconds one task execution may take")
+    x.add_argument("--max-retries", type=int, default=3, help="retries of a model call on 429/5xx/connection errors (default 3)")
+    x.add_argument("--run-id", help="run id (default: a new UUID)")
+    x.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run from its folder")
+    t = p.add_argument_group("telemetry")
+    t.add_argument("--enable-otel", action="store_true", help="trace every step with OpenTelemetry")
+    t.add_argument("--disable-gpu-metrics", action="store_true", help="no GPU metrics (they are on by default for local providers)")
+    t.add_argument(
+        "--enable-gpu-metrics", action="store_true", help="GPU metrics for an API provider too (e.g. a local vLLM behind litellm)"
+    )
+    t.add_argument(
+        "--gpu-exporter", metavar="HOST:PORT", help="GPU exporter sidecar to use (env SMOLTRACE_GPU_EXPORTER; default: start one locally)"
+    )
+    o = p.add_argument_group("outputs")
+    o.add_argument("--output-format", choices=("hub", "json"), help="json (local files) or hub")
+    o.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where run folders go (default ./{DEFAULT_OUTPUT_DIR})")
+    vis = o.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=True, help="Hub datasets private (default)")
+    vis.add_argument("--public", dest="private", action="store_false", help="Hub datasets public")
+    o.add_argument("--use-case", help="leaderboard grouping")
+    o.add_argument("--team", help="leaderboard grouping")
+    o.add_argument("--purpose", choices=PURPOSES, help="leaderboard grouping")
+    o.add_argument("--suite-version", help="leaderboard grouping")
+    g = p.add_argument_group("console")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    g.add_argument("--debug", action="store_true", help="verbose logs")
+    p.add_argument("--version", action="version", version=f"smoltrace {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    if not args.model and not args.resume:
+        raise ConfigError("--model is required (or --resume RUN_DIR)")
+    if args.model is not None and not args.model.strip():
+        raise ConfigError("--model must not be empty")
+    if args.parallel_workers < 1 or args.parallel_workers > 256:
+        raise ConfigError("--parallel-workers must be 1..256")
+    if not 1 <= args.max_steps <= 100:
+        raise ConfigError("--max-steps must be 1..100")
+    if args.max_retries < 0 or args.max_retries > 20:
+        raise ConfigError("--max-retries must be 0..20")
+    if args.task_timeout is not None and not 0 < args.task_timeout <= 86_400:
+        raise ConfigError("--task-timeout must be in (0, 86400] seconds")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    run_id = args.run_id or str(uuid.uuid4())
+    if not RUN_ID_PATTERN.match(run_id):
+        raise ConfigError("--run-id: 1..128 characters of letters, digits and ._:/@+-, starting with a letter or digit")
+    tools = tuple(dict.fromkeys(args.enable_tools or ()))
+    unknown = [t for t in tools if t not in OPTIONAL_TOOLS]
+    if unknown:
+        raise ConfigError(f"--enable-tools: unknown tool(s) {', '.join(unknown)}; available: {', '.join(OPTIONAL_TOOLS)}")
+    if args.working_directory is not None and not Path(args.working_directory).is_dir():
+        raise ConfigError(f"--working-directory {args.working_directory}: not a folder")
+    if args.hf_token_file is not None and not Path(args.hf_token_file).is_file():
+        raise ConfigError(f"--hf-token-file {args.hf_token_file}: no such file")
+    if args.gpu_exporter is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", args.gpu_exporter):
+        raise ConfigError(f"--gpu-exporter must be HOST:PORT, got {args.gpu_exporter!r}")
+    for module in args.additional_imports or ():
+        if not re.fullmatch(r"[A-Za-z_][\w.]*(\.\*)?", module):
+            raise ConfigError(f"--additional-imports: {module!r} is not a module name")
+    return EvalConfig(
+        model=(args.model or "").strip(),
+        provider=args.provider,
+        agent_type=args.agent_type,
+        dataset_name=args.dataset_name,
+        dataset_revision=args.dataset_revision,
+        split=args.split,
+        difficulty=args.difficulty,
+        limit=args.limit,
+        parallel_workers=args.parallel_workers,
+        run_id=run_id,
+        output_format=args.output_format or "",
+        output_dir=args.output_dir,
+        private=args.private,
+        model_args=parse_model_args(args.model_args),
+        api_base=args.api_base,
+        max_steps=args.max_steps,
+        task_timeout=args.task_timeout,
+        max_retries=args.max_retries,
+        enable_otel=args.enable_otel,
+        disable_gpu_metrics=args.disable_gpu_metrics,
+        enable_gpu_metrics=args.enable_gpu_metrics,
+        gpu_exporter=args.gpu_exporter,
+        enable_tools=tools,
+        working_directory=args.working_directory,
+        prompt_yml=args.prompt_yml,
+        additional_imports=tuple(args.additional_imports or ()),
+        use_case=normalise_group(args.use_case),
+        team=normalise_group(args.team),
+        purpose=args.purpose,
+        suite_version=normalise_group(args.suite_version),
+        seed=args.seed,
+        quiet=args.quiet,
+        debug=args.debug,
+        resume=args.resume,
+        hf_token_file=args.hf_token_file,
+    )
+
+
+def read_hf_token(config: EvalConfig) -> str | None:
+    if config.hf_token_file:
+        try:
+            token = Path(config.hf_token_file).read_text("utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"--hf-token-file {config.hf_token_file}: {err.strerror}") from err
+        if not token:
+            raise ConfigError(f"--hf-token-file {config.hf_token_file} is empty")
+        return token
+    return os.environ.get("HF_TOKEN") or None

@@ -1,0 +1,306 @@
+"""One evaluation run, end to end: tasks -> model -> GPU session -> executions -> local outputs.
+
+Order: validate everything that can be validated (dataset, prompt config, model reachability)
+before any task runs; create the run folder and its metadata; run; write results, leaderboard
+row and metadata. A killed run leaves its checkpoint; `--resume` picks up from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from . import __version__
+from .agents import AgentSettings, PromptConfig, load_prompt_config
+from .config import EvalConfig
+from .executor import Execution, Executor, TaskResult
+from .gpu import GpuSession, decide, otel_console_line
+from .models import ModelSpec, RetryPolicy, build_model, preflight, warm_up
+from .outputs import (
+    LEADERBOARD_ROW,
+    METADATA,
+    RESULTS,
+    Checkpoint,
+    iso,
+    leaderboard_row,
+    order_rows,
+    read_json,
+    result_row,
+    run_dir_name,
+    utc_now,
+    write_json_atomic,
+)
+from .progress import RunProgress, summary_table
+from .tasks import TaskSet, load_tasks, select
+
+log = logging.getLogger(__name__)
+
+VERSIONED = (
+    "smoltrace",
+    "smoltrace-gpu-exporter",
+    "smolagents",
+    "transformers",
+    "torch",
+    "litellm",
+    "huggingface_hub",
+    "opentelemetry-sdk",
+    "genai-otel-instrument",
+)
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    interrupted: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.rows if r.get("success"))
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_sha() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        )
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def plan(task_set: TaskSet, config: EvalConfig) -> list[Execution]:
+    agent_types = ("tool", "code") if config.agent_type == "both" else (config.agent_type,)
+    executions: list[Execution] = []
+    for agent_type in agent_types:
+        for task in select(task_set.tasks, agent_type, config.difficulty, config.limit):
+            executions.append(Execution(task, agent_type, len(executions)))
+    return executions
+
+
+class Evaluation:
+    def __init__(self, config: EvalConfig, hf_token: str | None, console: Console, process_t0: float) -> None:
+        self.config = config
+        self.hf_token = hf_token
+        self.console = console
+        self.process_t0 = process_t0
+
+    def say(self, text: str) -> None:
+        if not self.config.quiet:
+            self.console.print(text, highlight=False, markup=False)
+
+    # -- steps before any task runs -----------------------------------------------------------
+    def prepare(self) -> tuple[TaskSet, list[Execution], PromptConfig]:
+        cfg = self.config
+        task_set = load_tasks(cfg.dataset_name, cfg.dataset_revision, cfg.split, self.hf_token)
+        executions = plan(task_set, cfg)
+        prompt = load_prompt_config(cfg.prompt_yml) if cfg.prompt_yml else PromptConfig()
+        return task_set, executions, prompt
+
+    def run(self) -> RunOutcome:
+        cfg = self.config
+        started = utc_now()
+        task_set, executions, prompt = self.prepare()
+        spec = ModelSpec(cfg.provider, cfg.model, cfg.api_base, cfg.model_args, self.hf_token, cfg.task_timeout, cfg.seed)
+        target = preflight(spec)
+        decision = decide(cfg.provider, cfg.disable_gpu_metrics, cfg.enable_gpu_metrics)
+        if decision.console:
+            print(decision.console, flush=True)
+
+        run_dir, done_rows, started = self._run_dir(started)
+        checkpoint = Checkpoint(run_dir)
+        done = {r["test_case_uid"] for r in done_rows}
+        todo = [e for e in executions if e.uid not in done]
+        meta = self._metadata(task_set, started, run_dir, decision.enabled, decision.reason)
+        meta["status"] = "running"
+        write_json_atomic(run_dir / METADATA, meta)
+        self.say(f"smoltrace {__version__}: run {cfg.run_id}")
+        self.say(f"  model    {target}")
+        self.say(
+            f"  tasks    {len(executions)} executions from {task_set.source} ({len(done_rows)} already done)"
+            if done_rows
+            else f"  tasks    {len(executions)} executions from {task_set.source}"
+        )
+        self.say(f"  output   {run_dir}")
+
+        model = build_model(spec, RetryPolicy(max_retries=cfg.max_retries))
+        warm_up(spec, model)
+        settings = AgentSettings(
+            max_steps=cfg.max_steps,
+            additional_imports=cfg.additional_imports,
+            prompt=prompt,
+            extra_tools=cfg.enable_tools,
+            working_directory=Path(cfg.working_directory) if cfg.working_directory else None,
+        )
+        extra_tools = self._extra_tools_factory(settings)
+        gpu = GpuSession(
+            decision,
+            cfg.run_id,
+            address=cfg.gpu_exporter,
+            resource_attributes={"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
+        )
+        gpu.start()
+        if gpu.report.warning and decision.enabled:
+            print(f"[WARN] GPU metrics: {gpu.report.warning}", flush=True)
+
+        executor = Executor(model, settings, cfg.parallel_workers, cfg.task_timeout, extra_tools)
+        progress = RunProgress(self.console, len(todo), enabled=not cfg.quiet)
+        new_rows: list[dict[str, Any]] = []
+
+        def on_result(result: TaskResult) -> None:
+            row = result_row(result, cfg.model, cfg.run_id, cfg.provider)
+            checkpoint.append(row)
+            new_rows.append(row)
+            progress.advance(result)
+
+        active_start = time.perf_counter()
+        startup_s = active_start - self.process_t0
+        with progress:
+            executor.run(todo, on_result)
+        active_s = time.perf_counter() - active_start
+        gpu_report = gpu.stop()
+
+        rows = order_rows([*done_rows, *new_rows])
+        interrupted = executor.interrupted
+        finished = utc_now()
+        write_json_atomic(run_dir / RESULTS, rows)
+        board = leaderboard_row(
+            rows,
+            run_id=cfg.run_id,
+            model=cfg.model,
+            agent_type=cfg.agent_type,
+            provider=cfg.provider,
+            dataset_used=task_set.source,
+            submitted_by="local",
+            grouping={"use_case": cfg.use_case, "team": cfg.team, "purpose": cfg.purpose, "suite_version": cfg.suite_version},
+            datasets={"results": f"local:{run_dir / RESULTS}", "traces": "local:none", "metrics": "local:none"},
+            gpu_summary=gpu_report.summary,
+            timestamp=finished,
+        )
+        write_json_atomic(run_dir / LEADERBOARD_ROW, board)
+        meta.update(
+            status="interrupted" if interrupted else "completed",
+            finished_at=iso(finished),
+            num_results=len(rows),
+            num_planned=len(executions),
+            passed=sum(1 for r in rows if r.get("success")),
+            gpu_metrics=gpu_report.as_dict(),
+            timings={"startup_s": round(startup_s, 3), "active_s": round(active_s, 3), "executions_this_process": len(new_rows)},
+        )
+        write_json_atomic(run_dir / METADATA, meta)
+        if not cfg.quiet:
+            self.console.print(summary_table(rows))
+        return RunOutcome(run_dir, rows, interrupted, meta)
+
+    def _extra_tools_factory(self, settings: AgentSettings) -> Any:
+        if not self.config.enable_tools:
+            return None
+        from .tools import optional_tools
+
+        root = (settings.working_directory or Path.cwd()).resolve()
+        names = self.config.enable_tools
+        imports = settings.authorized_imports()
+        return lambda tool_log: optional_tools(names, root, imports, tool_log)
+
+    def _run_dir(self, started: Any) -> tuple[Path, list[dict[str, Any]], Any]:
+        cfg = self.config
+        if cfg.resume:
+            run_dir = Path(cfg.resume)
+            rows = Checkpoint(run_dir).load()
+            try:
+                previous = read_json(run_dir / METADATA)
+                from datetime import datetime
+
+                started = datetime.fromisoformat(previous["started_at"].replace("Z", "+00:00"))
+            except (OSError, ValueError, KeyError):
+                pass
+            return run_dir, rows, started
+        run_dir = Path(cfg.output_dir) / run_dir_name(cfg.model, cfg.agent_type, started)
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path(cfg.output_dir) / f"{run_dir_name(cfg.model, cfg.agent_type, started)}_{suffix}"
+        run_dir.mkdir(parents=True)
+        return run_dir, [], started
+
+    def _metadata(self, task_set: TaskSet, started: Any, run_dir: Path, gpu_enabled: bool, gpu_reason: str) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "run_id": cfg.run_id,
+            "model": cfg.model,
+            "provider": cfg.provider,
+            "agent_type": cfg.agent_type,
+            "dataset_used": task_set.source,
+            "dataset_revision": task_set.revision,
+            "dataset_sha256": task_set.sha256,
+            "split": cfg.split,
+            "num_tasks_in_dataset": len(task_set.tasks),
+            "seed": cfg.seed,
+            "started_at": iso(started),
+            "run_dir": str(run_dir),
+            "config": cfg.public_dict(),
+            "command": [redact_arg(a) for a in sys.argv],
+            "versions": versions(),
+            "git": git_sha(),
+            "platform": {"system": platform.system(), "machine": platform.machine(), "python": sys.version.split()[0]},
+            "gpu_metrics": {"enabled": gpu_enabled, "reason": gpu_reason},
+            "otel": {"enabled": cfg.enable_otel, "console": otel_console_line(gpu_enabled) if cfg.enable_otel else None},
+        }
+
+
+def redact_arg(arg: str) -> str:
+    from .config import SECRET_KEY
+
+    if "=" in arg:
+        key, _ = arg.split("=", 1)
+        if SECRET_KEY.search(key.lstrip("-")):
+            return f"{key}=[REDACTED]"
+    return arg
+
+
+def resume_config(run_dir: Path, cli: EvalConfig) -> EvalConfig:
+    """The stored config of a run folder, with this invocation's runtime knobs on top."""
+    meta = read_json(run_dir / METADATA)
+    stored = dict(meta["config"])
+    stored["enable_tools"] = tuple(stored.get("enable_tools") or ())
+    stored["additional_imports"] = tuple(stored.get("additional_imports") or ())
+    base = EvalConfig(**{k: v for k, v in stored.items() if k in EvalConfig.__dataclass_fields__})
+    if any(v == "[REDACTED]" for v in base.model_args.values()):
+        base = replace(base, model_args={k: v for k, v in base.model_args.items() if v != "[REDACTED]"} | cli.model_args)
+    return replace(
+        base,
+        resume=str(run_dir),
+        parallel_workers=cli.parallel_workers,
+        quiet=cli.quiet,
+        debug=cli.debug,
+        task_timeout=cli.task_timeout or base.task_timeout,
+        max_retries=cli.max_retries,
+        gpu_exporter=cli.gpu_exporter or base.gpu_exporter,
+        hf_token_file=cli.hf_token_file or base.hf_token_file,
+    )

@@ -1,0 +1,239 @@
+"""Running task executions: one at a time (`run_task`) and many in parallel (`Executor`).
+
+- One thread per worker (`--parallel-workers`); the model object is shared (for transformers its
+  generate() is serialised by a lock), each execution gets a fresh agent.
+- Per-task timeout (`--task-timeout`): checked between agent steps and passed to the model client
+  as its request timeout, so a reply that never ends is cut off too.
+- Model-call retries with backoff live in models.with_retries; the attempts are counted here.
+- One execution's failure never stops the run. Every finished execution is handed to `on_result`
+  at once (the checkpoint line is written before the next one is reported).
+- Ctrl-C: pending executions are cancelled, running agents are interrupted at their next step,
+  and everything finished is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .agents import AgentSettings, build_agent
+from .models import classify_error, reset_call_stats
+from .scoring import Observation, Score, score
+from .tasks import Task
+from .tools import ToolCallLog
+
+log = logging.getLogger(__name__)
+
+
+class TaskTimeout(TimeoutError):
+    pass
+
+
+class TaskInterrupted(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One task run by one agent type."""
+
+    task: Task
+    agent_type: str
+    index: int  # position in the run's plan (stable ordering of outputs)
+
+    @property
+    def uid(self) -> str:
+        return f"{self.agent_type}:{self.task.id}"
+
+
+@dataclass(slots=True)
+class TaskResult:
+    execution: Execution
+    score: Score
+    tools_used: list[str]
+    steps: int
+    response: str | None
+    error: str | None
+    error_type: str | None
+    attempts: int
+    retries: int
+    started_at: str  # UTC ISO-8601
+    finished_at: str
+    duration_ms: float
+    start_unix_ns: int
+    end_unix_ns: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _utc_iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def observe(agent: Any, agent_type: str, log_: ToolCallLog) -> tuple[list[str], bool, int, int, int]:
+    """(tools_used, final_answer_called, steps, prompt_tokens, completion_tokens) from the agent."""
+    from smolagents.memory import ActionStep, PlanningStep
+
+    tools: list[str] = []
+    final = False
+    steps = prompt_tokens = completion_tokens = 0
+    for step in agent.memory.steps:
+        if isinstance(step, ActionStep | PlanningStep):
+            steps += 1
+            usage = getattr(step, "token_usage", None)
+            if usage is not None:
+                prompt_tokens += usage.input_tokens
+                completion_tokens += usage.output_tokens
+        if isinstance(step, ActionStep):
+            if step.is_final_answer:
+                final = True
+            if agent_type == "tool":
+                tools += [tc.name for tc in step.tool_calls or [] if tc.name != "final_answer"]
+    if agent_type != "tool":
+        tools = log_.calls
+    return tools, final, steps, prompt_tokens, completion_tokens
+
+
+def run_task(
+    execution: Execution,
+    model: Any,
+    settings: AgentSettings,
+    timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+    extra_tools_factory: Callable[[ToolCallLog], Sequence[Any]] | None = None,
+    register_agent: Callable[[Any | None], None] | None = None,
+) -> TaskResult:
+    """Run one execution to its end; never raises for the task's own failures."""
+    from smolagents.memory import FinalAnswerStep
+
+    tool_log = ToolCallLog()
+    stats = reset_call_stats()
+    start_ns = time.time_ns()
+    t0 = time.perf_counter()
+    response: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    agent = None
+    try:
+        extra = extra_tools_factory(tool_log) if extra_tools_factory else ()
+        agent = build_agent(execution.agent_type, model, settings, tool_log, extra)
+        if register_agent:
+            register_agent(agent)
+        deadline = t0 + timeout_s if timeout_s else None
+        stats.deadline = deadline
+        for event in agent.run(execution.task.prompt, stream=True, reset=True):
+            if isinstance(event, FinalAnswerStep):
+                response = None if event.output is None else str(event.output)
+            if cancel is not None and cancel.is_set():
+                agent.interrupt()
+                raise TaskInterrupted("run interrupted (Ctrl-C)")
+            if deadline is not None and time.perf_counter() > deadline:
+                agent.interrupt()
+                raise TaskTimeout(f"task exceeded --task-timeout {timeout_s:g} s")
+    except Exception as err:  # noqa: BLE001 - a task's failure is its result
+        error = f"{type(err).__name__}: {err}"
+        error_type = classify_error(err)
+    finally:
+        if register_agent:
+            register_agent(None)
+    duration_ms = (time.perf_counter() - t0) * 1000.0
+    end_ns = time.time_ns()
+    tools, final, steps, prompt_tokens, completion_tokens = (
+        observe(agent, execution.agent_type, tool_log) if agent else ([], False, 0, 0, 0)
+    )
+    if error is None and not final:
+        error_type = "max_steps"
+    obs = Observation(tuple(tools), final, response, error)
+    return TaskResult(
+        execution=execution,
+        score=score(execution.task, obs),
+        tools_used=tools,
+        steps=steps,
+        response=response,
+        error=error,
+        error_type=error_type,
+        attempts=stats.attempts,
+        retries=stats.retries,
+        started_at=_utc_iso(start_ns),
+        finished_at=_utc_iso(end_ns),
+        duration_ms=duration_ms,
+        start_unix_ns=start_ns,
+        end_unix_ns=end_ns,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+class Executor:
+    """Runs executions on `workers` threads; reports each result through `on_result` as it lands."""
+
+    def __init__(
+        self,
+        model: Any,
+        settings: AgentSettings,
+        workers: int = 1,
+        timeout_s: float | None = None,
+        extra_tools_factory: Callable[[ToolCallLog], Sequence[Any]] | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.workers = max(1, workers)
+        self.timeout_s = timeout_s
+        self.extra_tools_factory = extra_tools_factory
+        self.cancel = threading.Event()
+        self._agents: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.interrupted = False
+
+    def _register(self, agent: Any | None) -> None:
+        with self._lock:
+            if agent is None:
+                self._agents.pop(threading.get_ident(), None)
+            else:
+                self._agents[threading.get_ident()] = agent
+
+    def _one(self, execution: Execution) -> TaskResult:
+        return run_task(execution, self.model, self.settings, self.timeout_s, self.cancel, self.extra_tools_factory, self._register)
+
+    def run(self, executions: Sequence[Execution], on_result: Callable[[TaskResult], None]) -> list[TaskResult]:
+        results: list[TaskResult] = []
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="smoltrace-task")
+        pending: set[Future[TaskResult]] = {pool.submit(self._one, e) for e in executions}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future.cancelled():
+                        continue
+                    result = future.result()
+                    results.append(result)
+                    on_result(result)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.cancel.set()
+            for future in pending:
+                future.cancel()
+            with self._lock:
+                for agent in self._agents.values():
+                    agent.interrupt()
+            done, _ = wait([f for f in pending if not f.cancelled()], timeout=15)
+            for future in done:
+                if not future.cancelled() and future.exception() is None:
+                    result = future.result()
+                    if result.error_type != "interrupted":
+                        results.append(result)
+                        on_result(result)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results

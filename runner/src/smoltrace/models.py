@@ -1,0 +1,387 @@
+"""Providers: build the smolagents model for `--provider`, check it is reachable, retry its calls.
+
+| provider | smolagents class | where the model lives |
+|---|---|---|
+| transformers | `TransformersModel(model_id, device_map="auto")` | local weights (a path or the HF cache) |
+| ollama | `LiteLLMModel("ollama_chat/<name>", api_base=...)` | `--api-base`, else `$OLLAMA_HOST`, else http://localhost:11434 |
+| litellm | `LiteLLMModel(model_id, api_base=--api-base)` | the provider's API; keys from its usual environment variables |
+| inference | `InferenceClientModel(model_id, token=HF token)` | Hugging Face inference providers |
+
+`--model-args KEY=VALUE` become generation arguments (temperature, max_new_tokens, top_p...),
+passed to the model's calls — never appended to the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("litellm", "inference", "transformers", "ollama")
+LOCAL_PROVIDERS = ("transformers", "ollama")
+DEFAULT_OLLAMA_HOST = "http://localhost:11434"
+
+
+class ModelSetupError(Exception):
+    """The model cannot be used (server unreachable, missing key, no weights): one clear message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    provider: str
+    model: str
+    api_base: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    hf_token: str | None = None
+    request_timeout_s: float | None = None
+    seed: int | None = None
+
+
+def ollama_base(api_base: str | None, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    base = api_base or environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+    if "://" not in base:
+        base = "http://" + base
+    return base.rstrip("/")
+
+
+def ollama_name(model: str) -> str:
+    for prefix in ("ollama_chat/", "ollama/"):
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+# -- errors and retries -----------------------------------------------------------------------
+RETRYABLE = ("rate_limit", "server_error", "connection_error", "timeout")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify_error(err: BaseException) -> str:
+    """A stable error_type for results: rate_limit, server_error, connection_error, timeout,
+    auth_error, bad_request, context_window, max_steps, parse_error, tool_error, interrupted,
+    internal."""
+    for e in _chain(err):
+        name = type(e).__name__
+        status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
+        if name in ("RateLimitError",) or status == 429:
+            return "rate_limit"
+        if name in ("Timeout", "APITimeoutError", "ReadTimeout", "ConnectTimeout", "TaskTimeout", "TimeoutError") or isinstance(
+            e, TimeoutError
+        ):
+            return "timeout"
+        if name in ("APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError") or isinstance(e, ConnectionError):
+            return "connection_error"
+        if name in ("ServiceUnavailableError", "InternalServerError", "BadGatewayError") or (isinstance(status, int) and status >= 500):
+            return "server_error"
+        if name in ("AuthenticationError", "PermissionDeniedError") or status in (401, 403):
+            return "auth_error"
+        if name == "ContextWindowExceededError":
+            return "context_window"
+        if name in ("BadRequestError", "NotFoundError", "UnprocessableEntityError") or status in (400, 404, 422):
+            return "bad_request"
+        if name == "AgentMaxStepsError":
+            return "max_steps"
+        if name == "AgentParsingError" or isinstance(e, json.JSONDecodeError):
+            return "parse_error"
+        if name in ("AgentToolCallError", "AgentToolExecutionError"):
+            return "tool_error"
+        if isinstance(e, KeyboardInterrupt) or name == "TaskInterrupted":
+            return "interrupted"
+    return "internal"
+
+
+def retry_after_seconds(err: BaseException) -> float | None:
+    """The server's Retry-After (seconds or HTTP date not supported), if any error in the chain has one."""
+    for e in _chain(err):
+        response = getattr(e, "response", None)
+        headers = getattr(response, "headers", None) or getattr(e, "headers", None)
+        if not headers:
+            continue
+        try:
+            value = headers.get("retry-after") or headers.get("Retry-After")
+        except AttributeError:
+            continue
+        if value:
+            try:
+                return max(0.0, min(float(value), 60.0))
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Per task, per thread: model attempts and the last retried error type."""
+
+    attempts: int = 0
+    retries: int = 0
+    retried_error_types: list[str] = field(default_factory=list)
+    deadline: float | None = None  # time.perf_counter() value of the task's --task-timeout: no retry past it
+
+
+_stats = threading.local()
+
+
+def current_call_stats() -> CallStats:
+    stats = getattr(_stats, "value", None)
+    if stats is None:
+        stats = CallStats()
+        _stats.value = stats
+    return stats
+
+
+def reset_call_stats() -> CallStats:
+    _stats.value = CallStats()
+    return _stats.value
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+    def delay(self, attempt: int, err: BaseException, rng: random.Random) -> float:
+        server = retry_after_seconds(err)
+        if server is not None:
+            return server
+        # exponential backoff with full jitter
+        return rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+
+
+def with_retries(
+    call: Callable[..., Any], policy: RetryPolicy, rng: random.Random | None = None, sleep: Callable[[float], None] = time.sleep
+) -> Callable[..., Any]:
+    """Wrap a model call: retry rate limits, 5xx, connection errors and timeouts with backoff."""
+    rng = rng or random.Random()
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        stats = current_call_stats()
+        attempt = 0
+        while True:
+            attempt += 1
+            stats.attempts += 1
+            try:
+                return call(*args, **kwargs)
+            except Exception as err:
+                kind = classify_error(err)
+                if kind not in RETRYABLE or attempt > policy.max_retries:
+                    raise
+                delay = policy.delay(attempt, err, rng)
+                if stats.deadline is not None and time.perf_counter() + delay >= stats.deadline:
+                    raise  # the task's time is up: a retry could only end as a timeout
+                stats.retries += 1
+                stats.retried_error_types.append(kind)
+                log.info("model call failed (%s), retry %d/%d in %.2f s", kind, attempt, policy.max_retries, delay)
+                sleep(delay)
+
+    wrapped.__wrapped__ = call  # type: ignore[attr-defined]
+    return wrapped
+
+
+# -- construction -----------------------------------------------------------------------------
+def _generation_args(spec: ModelSpec) -> dict[str, Any]:
+    args = dict(spec.model_args)
+    if spec.provider == "transformers":
+        return args
+    # API providers call it max_tokens
+    if "max_new_tokens" in args and "max_tokens" not in args:
+        args["max_tokens"] = args.pop("max_new_tokens")
+    return args
+
+
+def build_model(spec: ModelSpec, retry: RetryPolicy) -> Any:
+    """The smolagents model for the spec, with retrying generate()/generate_stream()."""
+    args = _generation_args(spec)
+    if spec.provider == "transformers":
+        model = _transformers_model(spec, args)
+    elif spec.provider == "ollama":
+        from smolagents import LiteLLMModel
+
+        if spec.request_timeout_s:
+            args.setdefault("timeout", spec.request_timeout_s)
+        args.setdefault("max_retries", 0)  # retries are ours (with_retries): counted, bounded, Retry-After honoured
+        model = LiteLLMModel(model_id=f"ollama_chat/{ollama_name(spec.model)}", api_base=ollama_base(spec.api_base), retry=False, **args)
+    elif spec.provider == "litellm":
+        from smolagents import LiteLLMModel
+
+        if spec.request_timeout_s:
+            args.setdefault("timeout", spec.request_timeout_s)
+        args.setdefault("max_retries", 0)  # no hidden retries in litellm's HTTP client: with_retries does them
+        model = LiteLLMModel(model_id=spec.model, api_base=spec.api_base, retry=False, **args)
+    elif spec.provider == "inference":
+        from smolagents import InferenceClientModel
+
+        model = InferenceClientModel(
+            model_id=spec.model, token=spec.hf_token, timeout=int(spec.request_timeout_s or 120), retry=False, **args
+        )
+        if spec.api_base:
+            # smolagents hands both `model` and `base_url` to huggingface_hub's InferenceClient,
+            # which refuses the pair: the endpoint takes the model's place in the client, and
+            # the model id still goes in every request's payload.
+            model.client_kwargs.update(model=None, base_url=spec.api_base)
+            model.client = model.create_client()
+    else:
+        raise ModelSetupError(f"unknown provider {spec.provider!r}; choose one of {', '.join(PROVIDERS)}")
+    # agents call generate() (we never turn on stream_outputs): that is where retries go
+    model.generate = with_retries(model.generate, retry)
+    return model
+
+
+def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
+    from smolagents import TransformersModel
+
+    if spec.seed is not None:
+        import torch
+
+        torch.manual_seed(spec.seed)
+    max_new_tokens = int(args.pop("max_new_tokens", 1024))
+    if os.environ.get("TRANSFORMERS_VERBOSITY") == "error":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    try:
+        model = TransformersModel(model_id=spec.model, device_map="auto", max_new_tokens=max_new_tokens, **args)
+    except (OSError, ValueError) as err:
+        raise ModelSetupError(f"cannot load transformers model {spec.model!r}: {str(err).splitlines()[0]}") from err
+    lock = threading.Lock()  # one generation at a time on the shared model (thread safety, memory)
+    generate = model.generate
+
+    def locked_generate(*a: Any, **kw: Any) -> Any:
+        with lock:
+            return generate(*a, **kw)
+
+    model.generate = locked_generate
+    if hasattr(model, "generate_stream"):
+        generate_stream = model.generate_stream
+
+        def locked_stream(*a: Any, **kw: Any) -> Any:
+            with lock:
+                yield from generate_stream(*a, **kw)
+
+        model.generate_stream = locked_stream
+    return model
+
+
+# -- reachability (before any task runs) ------------------------------------------------------
+def _get_json(url: str, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _tcp_check(url: str, timeout: float) -> None:
+    parsed = urlparse(url if "://" in url else "http://" + url)
+    host = parsed.hostname or "localhost"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    with socket.create_connection((host, port), timeout=timeout):
+        pass
+
+
+def preflight(spec: ModelSpec, timeout: float = 5.0) -> str:
+    """Check the model can be reached/loaded before any task runs. Returns a one-line description;
+    raises ModelSetupError with one clear message."""
+    if spec.provider == "ollama":
+        base = ollama_base(spec.api_base)
+        try:
+            tags = _get_json(f"{base}/api/tags", timeout)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ModelSetupError(
+                f"cannot reach the Ollama server at {base} ({reason}); start it (`ollama serve`) or set --api-base / OLLAMA_HOST"
+            ) from err
+        names = [m.get("name", "") for m in (tags or {}).get("models", []) if isinstance(m, dict)]
+        wanted = ollama_name(spec.model)
+        aliases = {wanted, wanted + ":latest"}
+        if names and not aliases & set(names):
+            raise ModelSetupError(f"Ollama at {base} has no model {wanted!r} (has: {', '.join(names[:10])}); run `ollama pull {wanted}`")
+        return f"ollama {wanted} at {base}"
+    if spec.provider == "litellm":
+        if spec.api_base:
+            try:
+                _tcp_check(spec.api_base, timeout)
+            except OSError as err:
+                raise ModelSetupError(f"cannot reach the model server at {spec.api_base} ({err.strerror or err})") from err
+            return f"litellm {spec.model} at {spec.api_base}"
+        import litellm
+
+        try:
+            env = litellm.validate_environment(model=spec.model)
+        except Exception as err:
+            raise ModelSetupError(f"litellm does not know the model {spec.model!r}: {err}") from err
+        if not env.get("keys_in_environment", True):
+            missing = ", ".join(env.get("missing_keys") or [])
+            raise ModelSetupError(f"{spec.model} needs {missing} in the environment (or pass --api-base for a self-hosted server)")
+        return f"litellm {spec.model}"
+    if spec.provider == "inference":
+        if not spec.hf_token and not os.environ.get("HF_TOKEN"):
+            raise ModelSetupError("--provider inference needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file")
+        if spec.api_base:
+            try:
+                _tcp_check(spec.api_base, timeout)
+            except OSError as err:
+                raise ModelSetupError(f"cannot reach the inference endpoint at {spec.api_base} ({err.strerror or err})") from err
+        return f"inference {spec.model}"
+    if spec.provider == "transformers":
+        path = Path(spec.model).expanduser()
+        if path.exists():
+            if not (path / "config.json").exists():
+                raise ModelSetupError(f"{spec.model} is not a transformers model folder (no config.json)")
+            return f"transformers {path}"
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", spec.model):
+            return f"transformers {spec.model} (Hugging Face Hub / cache)"
+        raise ModelSetupError(f"no transformers model at {spec.model!r}: give a local folder or a Hub id (owner/name)")
+    raise ModelSetupError(f"unknown provider {spec.provider!r}; choose one of {', '.join(PROVIDERS)}")
+
+
+def warm_up(spec: ModelSpec, model: Any) -> None:
+    """Pay one-time costs before the active phase: smolagents imports torch for the first
+    non-text final answer, litellm imports its provider code on the first call (a mock
+    completion, no network). Never raises."""
+    try:
+        from smolagents.agent_types import handle_agent_output_types
+
+        handle_agent_output_types(0)
+    except Exception:
+        log.debug("warm-up of smolagents output types failed", exc_info=True)
+    if spec.provider not in ("litellm", "ollama"):
+        return
+    try:
+        import litellm
+
+        litellm.completion(
+            model=getattr(model, "model_id", spec.model),
+            messages=[{"role": "user", "content": "warm-up"}],
+            mock_response="ok",
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "noop", "description": "noop", "parameters": {"type": "object", "properties": {}}},
+                }
+            ],
+        )
+    except Exception:
+        log.debug("litellm warm-up failed", exc_info=True)

@@ -1,0 +1,236 @@
+"""Local outputs of a run: the run folder, the checkpoint, results, leaderboard row, metadata.
+
+Everything is written atomically (temp file in the same folder, fsync, rename), so a crash never
+leaves half a file. The checkpoint (`checkpoint.jsonl`) gets one line per finished execution,
+flushed and fsynced before the next is reported: `--resume RUN_DIR` reads it back, ignoring a
+torn last line, and runs only what is missing.
+Column names follow SMOLTRACE's so existing consumers (TraceMind UI) keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .executor import TaskResult
+
+RESULTS = "results.json"
+LEADERBOARD_ROW = "leaderboard_row.json"
+METADATA = "metadata.json"
+CHECKPOINT = "checkpoint.jsonl"
+LEADERBOARD_SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def run_dir_name(model: str, agent_type: str, started: datetime) -> str:
+    """`<model>_<agent type>_<UTC YYYYmmdd_HHMMSS>`; a local model folder is named by its last part."""
+    if ("/" in model or os.sep in model) and Path(model).expanduser().exists():
+        model = Path(model).expanduser().resolve().name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[:80] or "model"
+    return f"{safe}_{agent_type}_{started.astimezone(UTC).strftime('%Y%m%d_%H%M%S')}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
+
+
+# -- result rows ------------------------------------------------------------------------------
+def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> dict[str, Any]:
+    """One results.json row: SMOLTRACE's columns, then ours."""
+    e = result.execution
+    task = e.task
+    trace_info = {
+        "trace_id": None,
+        "root_span_id": None,
+        "total_tokens": result.total_tokens,
+        "duration_ms": round(result.duration_ms, 3),
+        "cost_usd": 0.0,
+        "span_count": 0,
+    }
+    return {
+        "model": model,
+        "evaluation_date": result.finished_at,
+        "task_id": task.id,
+        "test_case_uid": e.uid,
+        "agent_type": e.agent_type,
+        "difficulty": task.difficulty,
+        "prompt": task.prompt,
+        "success": result.score.success,
+        "tool_called": result.score.tool_called,
+        "correct_tool": result.score.correct_tool,
+        "final_answer_called": result.score.final_answer_called,
+        "response_correct": result.score.response_correct,
+        "tools_used": list(result.tools_used),
+        "steps": result.steps,
+        "response": result.response,
+        "error": result.error,
+        "trace_id": None,
+        "span_id": None,
+        "run_id": run_id,
+        "execution_time_ms": round(result.duration_ms, 3),
+        "total_tokens": result.total_tokens,
+        "cost_usd": 0.0,
+        "enhanced_trace_info": json.dumps(trace_info),
+        # ours
+        "provider": provider,
+        "test_index": e.index,
+        "expected_tool": task.expected_tool,
+        "expected_tool_calls": task.expected_tool_calls,
+        "expected_keywords": list(task.expected_keywords),
+        "expected_answer": None if task.expected_answer is None else str(task.expected_answer),
+        "failure_reason": result.score.reason,
+        "error_type": result.error_type,
+        "attempts": result.attempts,
+        "retries": result.retries,
+        "duration_ms": round(result.duration_ms, 3),
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "start_time_unix_nano": result.start_unix_ns,
+        "end_time_unix_nano": result.end_unix_ns,
+    }
+
+
+def order_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per test_case_uid (the last written wins), in plan order."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique[row["test_case_uid"]] = dict(row)
+    return sorted(unique.values(), key=lambda r: (r.get("test_index", 0), r["test_case_uid"]))
+
+
+# -- checkpoint -------------------------------------------------------------------------------
+class Checkpoint:
+    """Append-only journal of finished executions (one JSON row per line)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / CHECKPOINT
+        self._lock = threading.Lock()
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def load(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write: that execution runs again
+            if isinstance(row, dict) and "test_case_uid" in row:
+                rows.append(row)
+        return rows
+
+
+# -- leaderboard row --------------------------------------------------------------------------
+def _avg(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _stat(summary: Mapping[str, Any] | None, key: str, part: str, scale: float = 1.0) -> float | None:
+    if not summary:
+        return None
+    stats = summary.get(key) or {}
+    if not stats or not stats.get("count"):
+        return None
+    return round(float(stats.get(part, 0.0)) * scale, 2)
+
+
+def leaderboard_row(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    run_id: str,
+    model: str,
+    agent_type: str,
+    provider: str,
+    dataset_used: str,
+    submitted_by: str,
+    grouping: Mapping[str, str | None],
+    datasets: Mapping[str, str],
+    gpu_summary: Mapping[str, Any] | None,
+    timestamp: datetime,
+) -> dict[str, Any]:
+    total = len(rows)
+    passed = sum(1 for r in rows if r.get("success"))
+    durations = [float(r.get("duration_ms") or 0.0) for r in rows]
+    tokens = [int(r.get("total_tokens") or 0) for r in rows]
+    costs = [float(r.get("cost_usd") or 0.0) for r in rows]
+    mib = 1 / (1024 * 1024)
+    return {
+        "schema_version": LEADERBOARD_SCHEMA_VERSION,
+        "run_id": run_id,
+        "model": model,
+        "agent_type": agent_type,
+        "provider": provider,
+        "timestamp": iso(timestamp),
+        "submitted_by": submitted_by,
+        "use_case": grouping.get("use_case"),
+        "team": grouping.get("team"),
+        "purpose": grouping.get("purpose"),
+        "suite_version": grouping.get("suite_version"),
+        "results_dataset": datasets.get("results"),
+        "traces_dataset": datasets.get("traces"),
+        "metrics_dataset": datasets.get("metrics"),
+        "dataset_used": dataset_used,
+        "total_tests": total,
+        "successful_tests": passed,
+        "failed_tests": total - passed,
+        "success_rate": round(100.0 * passed / total, 2) if total else 0.0,
+        "avg_steps": round(_avg([float(r.get("steps") or 0) for r in rows]), 2),
+        "avg_duration_ms": round(_avg(durations), 3),
+        "total_duration_ms": round(sum(durations), 3),
+        "total_tokens": sum(tokens),
+        "avg_tokens_per_test": int(_avg(tokens)),
+        "total_cost_usd": round(sum(costs), 6),
+        "avg_cost_per_test_usd": round(_avg(costs), 6),
+        "co2_emissions_g": round(float(gpu_summary.get("co2_grams", 0.0)), 4) if gpu_summary else 0.0,
+        "power_cost_total_usd": round(float(gpu_summary.get("power_cost_usd", 0.0)), 6) if gpu_summary else 0.0,
+        "energy_j": round(float(gpu_summary.get("energy_joules", 0.0)), 3) if gpu_summary else 0.0,
+        "gpu_utilization_avg": _stat(gpu_summary, "utilization_percent", "avg"),
+        "gpu_utilization_max": _stat(gpu_summary, "utilization_percent", "max"),
+        "gpu_memory_avg_mib": _stat(gpu_summary, "memory_used_bytes", "avg", mib),
+        "gpu_memory_max_mib": _stat(gpu_summary, "memory_used_bytes", "max", mib),
+        "gpu_temperature_avg": _stat(gpu_summary, "temperature_celsius", "avg"),
+        "gpu_temperature_max": _stat(gpu_summary, "temperature_celsius", "max"),
+        "gpu_power_avg_w": _stat(gpu_summary, "power_watts", "avg"),
+        "notes": f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
+    }
