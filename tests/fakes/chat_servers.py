@@ -70,6 +70,10 @@ class Script:
         self.default = default or Turn(content="I don't know.")
         self.latency_s = latency_s
         self.requests = 0
+        self.models_seen: list[str] = []  # the `model` of each chat request, in order
+        self.auth_seen: set[str] = set()  # Authorization headers received
+        self.record_bodies = False  # set True to keep every chat request body (JSON text) in `bodies`
+        self.bodies: list[str] = []
         self.completion_tokens_served = 0
         self.prompt_tokens_served = 0
         self._errors_served: dict[tuple[int, int], int] = {}
@@ -177,6 +181,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _record(self, request: dict[str, Any]) -> None:
+        script = self.script
+        with script._lock:
+            script.requests += 1
+            script.models_seen.append(str(request.get("model")))
+            if script.record_bodies:
+                script.bodies.append(json.dumps(request, ensure_ascii=False))
+            if self.headers.get("Authorization"):
+                script.auth_seen.add(self.headers["Authorization"])
+
     def _special(self, turn: Turn) -> bool:
         """Serve an error/hang/malformed turn; True when the request is done."""
         if turn.delay_s:
@@ -213,8 +227,7 @@ class _OpenAIHandler(_Handler):
             return
         request = self._body()
         script = self.script
-        with script._lock:
-            script.requests += 1
+        self._record(request)
         messages = request.get("messages") or []
         turn = script.next_turn(messages)
         if script.latency_s:
@@ -285,8 +298,7 @@ class _OllamaHandler(_Handler):
             self._send(404, {"error": "not found"})
             return
         script = self.script
-        with script._lock:
-            script.requests += 1
+        self._record(request)
         messages = request.get("messages") or [{"role": "user", "content": request.get("prompt", "")}]
         turn = script.next_turn(messages)
         if script.latency_s:

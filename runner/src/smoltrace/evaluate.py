@@ -129,6 +129,8 @@ class Evaluation:
         task_set, executions, prompt = self.prepare()
         spec = ModelSpec(cfg.provider, cfg.model, cfg.api_base, cfg.model_args, self.hf_token, cfg.task_timeout, cfg.seed)
         target = preflight(spec)
+        # built (weights loaded) before the run folder exists: a model that cannot load leaves nothing behind
+        model = build_model(spec, RetryPolicy(max_retries=cfg.max_retries))
         decision = decide(cfg.provider, cfg.disable_gpu_metrics, cfg.enable_gpu_metrics)
         if decision.console:
             print(decision.console, flush=True)
@@ -149,7 +151,6 @@ class Evaluation:
         )
         self.say(f"  output   {run_dir}")
 
-        model = build_model(spec, RetryPolicy(max_retries=cfg.max_retries))
         warm_up(spec, model)
         settings = AgentSettings(
             max_steps=cfg.max_steps,

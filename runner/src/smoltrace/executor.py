@@ -132,15 +132,25 @@ def run_task(
             register_agent(agent)
         deadline = t0 + timeout_s if timeout_s else None
         stats.deadline = deadline
-        for event in agent.run(execution.task.prompt, stream=True, reset=True):
-            if isinstance(event, FinalAnswerStep):
-                response = None if event.output is None else str(event.output)
-            if cancel is not None and cancel.is_set():
-                agent.interrupt()
-                raise TaskInterrupted("run interrupted (Ctrl-C)")
-            if deadline is not None and time.perf_counter() > deadline:
-                agent.interrupt()
-                raise TaskTimeout(f"task exceeded --task-timeout {timeout_s:g} s")
+        # Stopping early: interrupt the agent and let its stream end by itself. Leaving the loop
+        # with an exception would close the generator mid-step, and smolagents yields in a
+        # `finally`, which Python reports on stderr as "generator ignored GeneratorExit".
+        stop: Exception | None = None
+        try:
+            for event in agent.run(execution.task.prompt, stream=True, reset=True):
+                if isinstance(event, FinalAnswerStep) and stop is None:
+                    response = None if event.output is None else str(event.output)
+                if stop is None and cancel is not None and cancel.is_set():
+                    stop = TaskInterrupted("run interrupted (Ctrl-C)")
+                    agent.interrupt()
+                elif stop is None and deadline is not None and time.perf_counter() > deadline:
+                    stop = TaskTimeout(f"task exceeded --task-timeout {timeout_s:g} s")
+                    agent.interrupt()
+        except Exception:
+            if stop is None:
+                raise
+        if stop is not None:
+            raise stop
     except Exception as err:  # noqa: BLE001 - a task's failure is its result
         error = f"{type(err).__name__}: {err}"
         error_type = classify_error(err)

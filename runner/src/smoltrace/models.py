@@ -243,6 +243,7 @@ def build_model(spec: ModelSpec, retry: RetryPolicy) -> Any:
             # the model id still goes in every request's payload.
             model.client_kwargs.update(model=None, base_url=spec.api_base)
             model.client = model.create_client()
+            model.kwargs.setdefault("model", spec.model)  # else huggingface_hub sends model "dummy"
     else:
         raise ModelSetupError(f"unknown provider {spec.provider!r}; choose one of {', '.join(PROVIDERS)}")
     # agents call generate() (we never turn on stream_outputs): that is where retries go
