@@ -38,6 +38,7 @@ EXPECTED = [
 def run_with_samples(nvml: FakeNvml, clock: FakeClock, sweeps: int = 2, **params) -> tuple[Run, list]:
     sampler = Sampler(nvml, clock=clock)
     registry = RunRegistry(sampler, clock=clock)
+    params.setdefault("otlp_endpoint", "127.0.0.1:4317")  # samples are queued only for a run that has a collector
     run, _ = registry.start(RunParams.create("otlp-run", **params))
     for i in range(sweeps):
         clock.advance(1.0)
@@ -97,7 +98,7 @@ def test_unsupported_and_failed_devices_have_no_points(clock: FakeClock) -> None
     nvml.gpu(0).unsupported(Field.POWER)
     sampler = Sampler(nvml, clock=clock)
     registry = RunRegistry(sampler, clock=clock)
-    run, _ = registry.start(RunParams.create("partial"))
+    run, _ = registry.start(RunParams.create("partial", otlp_endpoint="127.0.0.1:4317"))
     nvml.gpu(1).lose_now()
     clock.advance(1.0)
     sampler.sweep()

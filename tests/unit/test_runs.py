@@ -473,7 +473,7 @@ def test_a_failing_finalizer_does_not_break_stop(registry: RunRegistry) -> None:
 # -- OTLP queue and watchers ----------------------------------------------------------------------
 def test_bounded_pending_queue_counts_drops(sampler: Sampler, clock: FakeClock) -> None:
     registry = RunRegistry(sampler, clock=clock, max_pending_samples=3)
-    run = start(registry, "queued")
+    run = start(registry, "queued", otlp_endpoint="127.0.0.1:4317")
     snapshots = []
     for _ in range(5):
         clock.advance(1.0)
@@ -495,7 +495,7 @@ def test_bounded_pending_queue_counts_drops(sampler: Sampler, clock: FakeClock) 
 
 
 def test_pending_samples_carry_cumulative_energy(nvml: FakeNvml, registry: RunRegistry, clock: FakeClock) -> None:
-    run = start(registry, "energy")
+    run = start(registry, "energy", otlp_endpoint="127.0.0.1:4317")
     for step in (5.0, 7.0):
         nvml.gpu(0).advance_energy(step)
         clock.advance(1.0)
@@ -537,3 +537,13 @@ def test_a_slow_watcher_loses_old_samples_never_the_end_marker(registry: RunRegi
     assert len(items) == 2
     assert isinstance(items[0], PendingSample)
     assert items[1] is None
+
+
+def test_no_samples_are_queued_for_a_run_without_a_collector(sampler: Sampler, clock: FakeClock) -> None:
+    registry = RunRegistry(sampler, clock=clock, max_pending_samples=2)
+    run = start(registry, "no-collector")
+    for _ in range(5):
+        clock.advance(1.0)
+        sampler.sweep()
+    assert run.take_pending() == []
+    assert registry.stop("no-collector").otlp_dropped_samples == 0

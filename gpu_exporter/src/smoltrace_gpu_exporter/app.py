@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .config import ExporterConfig, split_address
+from .config import ConfigError, ExporterConfig, split_address
 from .nvml import NvmlBackend, PynvmlBackend
 from .otlp import OtlpPublisher
 from .prometheus import ExporterCollector, MetricsServer, make_registry
@@ -62,17 +62,24 @@ class ExporterApp:
     def start(self) -> BoundAddresses:
         tls = self.config.read_tls()
         token = self.config.read_auth_token()
-        server, grpc_port, health = build_server(
-            self.service,
-            self.config.grpc_address,
-            auth_token=token,
-            tls_cert=tls[0] if tls else None,
-            tls_key=tls[1] if tls else None,
-        )
         host, _ = split_address(self.config.grpc_address, "--grpc-address")
         m_host, m_port = split_address(self.config.metrics_address, "--metrics-address")
+        try:
+            server, grpc_port, health = build_server(
+                self.service,
+                self.config.grpc_address,
+                auth_token=token,
+                tls_cert=tls[0] if tls else None,
+                tls_key=tls[1] if tls else None,
+            )
+        except (OSError, RuntimeError) as err:  # grpcio raises RuntimeError("Failed to bind ...")
+            raise ConfigError(f"cannot listen on --grpc-address {self.config.grpc_address} (in use, or not a local address)") from err
         collector = ExporterCollector(self.sampler, self.registry, self.publisher, self.defaults)
-        self._metrics = MetricsServer(make_registry(collector), m_host, m_port)
+        try:
+            self._metrics = MetricsServer(make_registry(collector), m_host, m_port)
+        except OSError as err:
+            server.stop(None)
+            raise ConfigError(f"cannot listen on --metrics-address {self.config.metrics_address}: {err.strerror or err}") from err
         self.sampler.start()
         self.publisher.start()
         self._metrics.start()
@@ -89,6 +96,7 @@ class ExporterApp:
         end = time.monotonic() + deadline_s
         if self._health is not None:
             self._health.enter_graceful_shutdown()
+        self.publisher.begin_shutdown()  # the runs stopped now are flushed together, within the deadline
         summaries = self.registry.stop_all(StopReason.SHUTDOWN)
         for summary in summaries:
             log.info("run %s stopped at shutdown: %.1f J", summary.run_id, summary.energy_joules)

@@ -22,6 +22,8 @@ from .config import ConfigError, load_config
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(argv)
+        config.read_auth_token()  # unreadable token/TLS files are flag errors: report them before NVML starts
+        config.read_tls()
     except ConfigError as err:
         print(f"smoltrace-gpu-exporter: error: {err}", file=sys.stderr)
         return 2

@@ -146,9 +146,11 @@ class OtlpPublisher:
         self._unhealthy: set[str] = set()
         self._resources: dict[str, Resource] = {}
         self._draining: list[Run] = []  # stopped runs with samples still to push
+        self._dropped_seen: dict[str, int] = {}  # run id -> its drops already added to stats
         self._lock = threading.Lock()
-        self._export_lock = threading.Lock()
+        self._export_locks: dict[str, threading.Lock] = {}  # one export at a time per endpoint
         self._stop = threading.Event()
+        self._shutting_down = False
         self._thread: threading.Thread | None = None
         self.stats = PublisherStats()
 
@@ -167,39 +169,69 @@ class OtlpPublisher:
             self._resources[run.run_id] = resource
         return resource
 
-    def push_run(self, run: Run) -> bool:
-        """Export what the run has queued. Returns False when the export failed (samples kept)."""
+    def _export_lock(self, endpoint: str) -> threading.Lock:
+        with self._lock:
+            return self._export_locks.setdefault(endpoint, threading.Lock())
+
+    def push_run(self, run: Run, skip_unhealthy: bool = False) -> bool:
+        """Export what the run has queued. Returns False when the export failed (samples kept).
+
+        skip_unhealthy: give up without trying when the endpoint is (or, after waiting for a push
+        in flight to it, turns out to be) unreachable, so a caller never waits twice."""
         endpoint = run.params.otlp_endpoint
         if not endpoint:  # nowhere to send: the samples only feed the summary and WatchRun
             run.take_pending()
             return True
         batch = run.take_pending()
         if not batch:
+            self._count_drops(run)
             return True
         data = build_metrics_data(run, batch, self._resource(run))
-        try:
-            with self._export_lock:
-                result = self._exporter(endpoint).export(data, timeout_millis=self.timeout_s * 1000)
-        except Exception as err:  # noqa: BLE001 - an exporter bug must not stop the loop
-            log.warning("OTLP export to %s failed: %s", endpoint, err)
-            result = MetricExportResult.FAILURE
+        with self._export_lock(endpoint):  # the endpoint's health is settled before the next caller looks
+            if skip_unhealthy and endpoint in self._unhealthy:
+                run.return_pending(batch)
+                self._count_drops(run)
+                return False
+            result = self._export(endpoint, data)
+            was_healthy = endpoint not in self._unhealthy
+            if result is MetricExportResult.SUCCESS:
+                self._unhealthy.discard(endpoint)
+            else:
+                self._unhealthy.add(endpoint)
         if result is MetricExportResult.SUCCESS:
             run.otlp_exported += len(batch)
             self.stats.exported_samples += len(batch)
-            self._unhealthy.discard(endpoint)
+            self._count_drops(run)
             return True
         self.stats.export_failures += 1
-        if endpoint not in self._unhealthy:
+        if was_healthy:
             log.warning("OTLP collector %s unreachable; keeping up to %d samples per run", endpoint, run.pending.maxlen)
-        self._unhealthy.add(endpoint)
-        before = run.otlp_dropped
         run.return_pending(batch)
-        self.stats.dropped_samples += run.otlp_dropped - before
+        self._count_drops(run)
         return False
 
+    def _export(self, endpoint: str, data: MetricsData) -> MetricExportResult:
+        try:
+            return self._exporter(endpoint).export(data, timeout_millis=self.timeout_s * 1000)
+        except Exception as err:  # noqa: BLE001 - an exporter bug must not stop the loop
+            log.warning("OTLP export to %s failed: %s", endpoint, err)
+            return MetricExportResult.FAILURE
+
+    def _count_drops(self, run: Run) -> None:
+        """Add the run's drops since we last looked to the exporter-wide count: those of a full queue
+        (while sampling, between pushes) as well as those of a failed push that no longer fit."""
+        with self._lock:
+            seen = self._dropped_seen.get(run.run_id, 0)
+            if run.otlp_dropped > seen:
+                self.stats.dropped_samples += run.otlp_dropped - seen
+                self._dropped_seen[run.run_id] = run.otlp_dropped
+
     def finalize(self, run: Run, synchronous: bool) -> None:
-        """Called when a run stops: flush now (bounded) or leave it to the background thread."""
-        if synchronous and run.params.otlp_endpoint not in self._unhealthy and self.push_run(run):
+        """Called when a run stops: flush now (bounded) or leave it to the background thread
+        (or, once shutdown began, to stop(), which flushes all endpoints at once)."""
+        if self._shutting_down:
+            synchronous = False
+        if synchronous and run.params.otlp_endpoint not in self._unhealthy and self.push_run(run, skip_unhealthy=True):
             self._forget(run)
             return
         with self._lock:
@@ -207,11 +239,15 @@ class OtlpPublisher:
 
     def _forget(self, run: Run) -> None:
         self._resources.pop(run.run_id, None)
+        with self._lock:
+            self._dropped_seen.pop(run.run_id, None)
 
     def publish_once(self, active: list[Run]) -> None:
         with self._lock:
             draining = list(self._draining)
         for run in active:
+            if self._stop.is_set():
+                return
             if not run.stopped:
                 self.push_run(run)
         for run in draining:
@@ -233,21 +269,42 @@ class OtlpPublisher:
             self._thread = threading.Thread(target=self._loop, name="smoltrace-gpu-otlp", daemon=True)
             self._thread.start()
 
-    def stop(self, deadline_s: float = 2.0) -> None:
-        """Stop the thread, then one last bounded push of everything still queued."""
+    def begin_shutdown(self) -> None:
+        """Stop the background pushes; runs stopped from now on are flushed by stop()."""
+        self._shutting_down = True
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout_s + 1)
-            self._thread = None
+
+    def stop(self, deadline_s: float = 2.0) -> None:
+        """Stop the thread, then one last push of everything still queued, within deadline_s.
+
+        Each endpoint is flushed on its own thread, so unreachable collectors cost one OTLP timeout
+        in all, not one each; what is not done by the deadline is abandoned."""
+        self.begin_shutdown()
         end = time.monotonic() + deadline_s
         with self._lock:
             draining = list(self._draining)
+        by_endpoint: dict[str, list[Run]] = {}
         for run in draining:
-            if time.monotonic() >= end:
-                break
-            if run.params.otlp_endpoint not in self._unhealthy:
-                self.push_run(run)
-        for exporter in self._exporters.values():
+            endpoint = run.params.otlp_endpoint
+            if endpoint and endpoint not in self._unhealthy:
+                by_endpoint.setdefault(endpoint, []).append(run)
+
+        def flush(runs: list[Run]) -> None:
+            for run in runs:
+                if time.monotonic() >= end or not self.push_run(run, skip_unhealthy=True):
+                    return
+
+        threads = [
+            threading.Thread(target=flush, args=(runs,), name="smoltrace-gpu-otlp-flush", daemon=True) for runs in by_endpoint.values()
+        ]
+        for thread in threads:
+            thread.start()
+        if self._thread is not None:
+            threads.append(self._thread)
+            self._thread = None
+        for thread in threads:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+        for exporter in list(self._exporters.values()):
             try:
                 exporter.shutdown(timeout_millis=200)
             except Exception:  # noqa: BLE001

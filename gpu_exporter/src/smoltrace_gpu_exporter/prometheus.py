@@ -196,7 +196,9 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
         self._server = make_server(host, port, make_app(registry), _ThreadingServer, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="smoltrace-gpu-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="smoltrace-gpu-metrics", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -359,7 +359,7 @@ class Run:
         if hottest is not None:
             self.totals["temperature"].add(hottest)
         sample = PendingSample(snapshot.timestamp_ns, tuple(readings))
-        if readings:
+        if readings and self.params.otlp_endpoint:  # queued for OTLP only when there is somewhere to send it
             with self.pending_lock:
                 if len(self.pending) == self.pending.maxlen:
                     self.otlp_dropped += 1
