@@ -71,7 +71,7 @@ def write_tasks(path: Path) -> None:
             handle.write(json.dumps(row) + "\n")
 
 
-def run_once(workers: int, latency_s: float, tasks: Path, out: Path) -> dict[str, float]:
+def run_once(workers: int, latency_s: float, tasks: Path, out: Path, extra_args: tuple[str, ...] = ()) -> dict[str, float]:
     script = BenchScript(latency_s)
     server = FakeOpenAIServer(script).start()
     env = {
@@ -96,6 +96,7 @@ def run_once(workers: int, latency_s: float, tasks: Path, out: Path) -> dict[str
         "--output-dir",
         str(out),
         "--quiet",
+        *extra_args,
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--workers", default="1,4,8")
+    parser.add_argument("--otel", action=argparse.BooleanOptionalAction, default=True, help="also measure --enable-otel against without")
     args = parser.parse_args(argv)
     latency = args.latency_ms / 1000.0
     results: dict[str, Any] = {"latency_ms": args.latency_ms, "runs": []}
@@ -148,6 +150,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"active {r['active_s']:.2f} s vs ideal {r['ideal_s']:.2f} s = {r['active_over_ideal']:.2f}x; "
                 f"start-up {r['startup_s']:.2f} s, teardown {r['teardown_s']:.2f} s, wall {r['wall_s']:.2f} s; "
                 f"tokens reported/served {r['tokens_reported']}/{r['tokens_served']}",
+                flush=True,
+            )
+        if args.otel:
+            base = run_once(8, latency, tasks, Path(tmp) / "otel-base")
+            traced = run_once(8, latency, tasks, Path(tmp) / "otel-on", ("--enable-otel",))
+            results["otel"] = {"without": base, "with": traced}
+            print(
+                f"  tracing overhead @8 workers: active {traced['active_s']:.2f} s vs {base['active_s']:.2f} s = "
+                f"{traced['active_s'] / base['active_s']:.2f}x; whole process {traced['wall_s']:.2f} s vs {base['wall_s']:.2f} s = "
+                f"{traced['wall_s'] / base['wall_s']:.2f}x (start-up {traced['startup_s']:.2f} s vs {base['startup_s']:.2f} s)",
                 flush=True,
             )
     results["help_s"] = min(help_time() for _ in range(3))
@@ -177,6 +189,10 @@ def run(latency_ms: float = 50.0, workers: tuple[int, ...] = (1, 4, 8)) -> Any:
         result.add(f"start-up @{w} workers", r["startup_s"], "s")
         result.add(f"teardown @{w} workers", r["teardown_s"], "s")
         result.add(f"tokens reported / served @{w}", r["tokens_reported"] / max(1, r["tokens_served"]), "x")
+    if "otel" in data:
+        on, off = data["otel"]["with"], data["otel"]["without"]
+        result.add("tracing: active with / without @8", on["active_s"] / off["active_s"], "x", below=1.10 + 1e-9)
+        result.add("tracing: whole process with / without @8", on["wall_s"] / off["wall_s"], "x")
     result.add("smoltrace-eval --help", data["help_s"] * 1000, "ms", below=1000)
     result.details = data
     return result

@@ -24,6 +24,9 @@ SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password|authorization|api_key|
 OPTIONAL_TOOLS = ("read_file", "write_file", "list_directory", "python_interpreter")
 
 
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}")
+
+
 class ConfigError(ValueError):
     """Bad flags: printed as one line, exit code 2."""
 
@@ -52,6 +55,10 @@ class EvalConfig:
     disable_gpu_metrics: bool = False
     enable_gpu_metrics: bool = False
     gpu_exporter: str | None = None
+    collector_address: str = "127.0.0.1:0"
+    collector_advertise: str | None = None
+    otlp_forward: str | None = None
+    otlp_forward_protocol: str = "grpc"
     enable_tools: tuple[str, ...] = ()
     working_directory: str | None = None
     prompt_yml: str | None = None
@@ -155,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--gpu-exporter", metavar="HOST:PORT", help="GPU exporter sidecar to use (env SMOLTRACE_GPU_EXPORTER; default: start one locally)"
     )
+    t.add_argument(
+        "--collector-address",
+        default=os.environ.get("SMOLTRACE_COLLECTOR_ADDRESS", "127.0.0.1:0"),
+        metavar="HOST:PORT",
+        help="where the embedded OTLP collector listens (env SMOLTRACE_COLLECTOR_ADDRESS; default 127.0.0.1, any free port)",
+    )
+    t.add_argument(
+        "--collector-advertise",
+        default=os.environ.get("SMOLTRACE_COLLECTOR_ADVERTISE"),
+        metavar="HOST:PORT",
+        help="the collector address the GPU exporter should push to, when it differs from the bound one (containers)",
+    )
+    t.add_argument("--otlp-forward", metavar="URL", help="also send everything the collector receives to this OpenTelemetry Collector")
+    t.add_argument(
+        "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
+    )
     o = p.add_argument_group("outputs")
     o.add_argument("--output-format", choices=("hub", "json"), help="json (local files) or hub")
     o.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where run folders go (default ./{DEFAULT_OUTPUT_DIR})")
@@ -200,6 +223,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError(f"--hf-token-file {args.hf_token_file}: no such file")
     if args.gpu_exporter is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", args.gpu_exporter):
         raise ConfigError(f"--gpu-exporter must be HOST:PORT, got {args.gpu_exporter!r}")
+    for flag, value in (("--collector-address", args.collector_address), ("--collector-advertise", args.collector_advertise)):
+        if value is not None and not _HOST_PORT.fullmatch(value):
+            raise ConfigError(f"{flag} must be HOST:PORT, got {value!r}")
+    if args.otlp_forward is not None and (not args.otlp_forward.strip() or any(c.isspace() for c in args.otlp_forward)):
+        raise ConfigError(f"--otlp-forward must be a URL or HOST:PORT, got {args.otlp_forward!r}")
     for module in args.additional_imports or ():
         if not re.fullmatch(r"[A-Za-z_][\w.]*(\.\*)?", module):
             raise ConfigError(f"--additional-imports: {module!r} is not a module name")
@@ -226,6 +254,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         disable_gpu_metrics=args.disable_gpu_metrics,
         enable_gpu_metrics=args.enable_gpu_metrics,
         gpu_exporter=args.gpu_exporter,
+        collector_address=args.collector_address,
+        collector_advertise=args.collector_advertise,
+        otlp_forward=args.otlp_forward,
+        otlp_forward_protocol=args.otlp_forward_protocol,
         enable_tools=tools,
         working_directory=args.working_directory,
         prompt_yml=args.prompt_yml,

@@ -28,8 +28,12 @@ from .models import ModelSpec, RetryPolicy, build_model, preflight, warm_up
 from .outputs import (
     LEADERBOARD_ROW,
     METADATA,
+    METRIC_ROWS,
+    METRICS,
     RESULTS,
+    TRACES,
     Checkpoint,
+    enrich_rows,
     iso,
     leaderboard_row,
     order_rows,
@@ -41,6 +45,7 @@ from .outputs import (
 )
 from .progress import RunProgress, summary_table
 from .tasks import TaskSet, load_tasks, select
+from .telemetry_session import RunTelemetrySession
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +165,20 @@ class Evaluation:
             working_directory=Path(cfg.working_directory) if cfg.working_directory else None,
         )
         extra_tools = self._extra_tools_factory(settings)
+        telemetry = RunTelemetrySession(cfg, decision.enabled, self._secrets())
+        telemetry.start()
         gpu = GpuSession(
             decision,
             cfg.run_id,
             address=cfg.gpu_exporter,
+            otlp_endpoint=telemetry.advertised_endpoint or "",
             resource_attributes={"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
         )
         gpu.start()
         if gpu.report.warning and decision.enabled:
             print(f"[WARN] GPU metrics: {gpu.report.warning}", flush=True)
 
-        executor = Executor(model, settings, cfg.parallel_workers, cfg.task_timeout, extra_tools)
+        executor = Executor(model, settings, cfg.parallel_workers, cfg.task_timeout, extra_tools, tracing=telemetry.tracing)
         progress = RunProgress(self.console, len(todo), enabled=not cfg.quiet)
         new_rows: list[dict[str, Any]] = []
 
@@ -185,12 +193,17 @@ class Evaluation:
         with progress:
             executor.run(todo, on_result)
         active_s = time.perf_counter() - active_start
-        gpu_report = gpu.stop()
+        gpu_report = gpu.stop()  # the exporter flushes the run's last samples to the collector first
+        collected = telemetry.finish()
 
         rows = order_rows([*done_rows, *new_rows])
+        telemetry.report["rows"] = enrich_rows(rows, collected.traces, collected.energy_series, gpu_report.summary)
         interrupted = executor.interrupted
         finished = utc_now()
         write_json_atomic(run_dir / RESULTS, rows)
+        write_json_atomic(run_dir / TRACES, collected.traces)
+        write_json_atomic(run_dir / METRICS, collected.metrics_json or {"run_id": cfg.run_id, "resourceMetrics": []})
+        write_json_atomic(run_dir / METRIC_ROWS, collected.metric_rows)
         board = leaderboard_row(
             rows,
             run_id=cfg.run_id,
@@ -200,7 +213,11 @@ class Evaluation:
             dataset_used=task_set.source,
             submitted_by="local",
             grouping={"use_case": cfg.use_case, "team": cfg.team, "purpose": cfg.purpose, "suite_version": cfg.suite_version},
-            datasets={"results": f"local:{run_dir / RESULTS}", "traces": "local:none", "metrics": "local:none"},
+            datasets={
+                "results": f"local:{run_dir / RESULTS}",
+                "traces": f"local:{run_dir / TRACES}" if collected.traces else "local:none",
+                "metrics": f"local:{run_dir / METRICS}",
+            },
             gpu_summary=gpu_report.summary,
             timestamp=finished,
         )
@@ -212,12 +229,21 @@ class Evaluation:
             num_planned=len(executions),
             passed=sum(1 for r in rows if r.get("success")),
             gpu_metrics=gpu_report.as_dict(),
+            telemetry=telemetry.report,
             timings={"startup_s": round(startup_s, 3), "active_s": round(active_s, 3), "executions_this_process": len(new_rows)},
         )
         write_json_atomic(run_dir / METADATA, meta)
         if not cfg.quiet:
             self.console.print(summary_table(rows))
         return RunOutcome(run_dir, rows, interrupted, meta)
+
+    def _secrets(self) -> list[str]:
+        """Values that must never reach a span: the HF token, secret-looking model args."""
+        from .config import SECRET_KEY
+
+        values = [self.hf_token or ""]
+        values += [str(v) for k, v in self.config.model_args.items() if SECRET_KEY.search(k)]
+        return [v for v in values if v]
 
     def _extra_tools_factory(self, settings: AgentSettings) -> Any:
         if not self.config.enable_tools:

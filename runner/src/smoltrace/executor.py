@@ -70,6 +70,8 @@ class TaskResult:
     end_unix_ns: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    trace_id: str | None = None  # W3C hex of the execution's trace (with --enable-otel)
+    span_id: str | None = None  # its root span `test_evaluation`
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -195,12 +197,14 @@ class Executor:
         workers: int = 1,
         timeout_s: float | None = None,
         extra_tools_factory: Callable[[ToolCallLog], Sequence[Any]] | None = None,
+        tracing: Any | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.extra_tools_factory = extra_tools_factory
+        self.tracing = tracing  # telemetry.RunTracing, or None
         self.cancel = threading.Event()
         self._agents: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -214,7 +218,39 @@ class Executor:
                 self._agents[threading.get_ident()] = agent
 
     def _one(self, execution: Execution) -> TaskResult:
-        return run_task(execution, self.model, self.settings, self.timeout_s, self.cancel, self.extra_tools_factory, self._register)
+        if self.tracing is None:
+            return run_task(execution, self.model, self.settings, self.timeout_s, self.cancel, self.extra_tools_factory, self._register)
+        return self.tracing.context().run(self._traced, execution)
+
+    def _traced(self, execution: Execution) -> TaskResult:
+        """The execution under its own trace: root span `test_evaluation`, outcome on it."""
+        from .telemetry import hex_ids
+
+        task = execution.task
+        attributes = {
+            "test.id": task.id,
+            "test.case_uid": execution.uid,
+            "agent.type": execution.agent_type,
+            "test.difficulty": task.difficulty,
+            "prompt": task.prompt[:100],
+        }
+        with self.tracing.task_span(attributes) as span:
+            result = run_task(execution, self.model, self.settings, self.timeout_s, self.cancel, self.extra_tools_factory, self._register)
+            span.set_attributes(
+                {
+                    "test.success": result.score.success,
+                    "tests.steps": result.steps,
+                    "tests.tool_calls": len(result.tools_used),
+                    "test.tools_used": list(result.tools_used),
+                    "test.error_type": result.error_type or "",
+                }
+            )
+            if result.error:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, result.error[:200]))
+        result.trace_id, result.span_id = hex_ids(span)
+        return result
 
     def run(self, executions: Sequence[Execution], on_result: Callable[[TaskResult], None]) -> list[TaskResult]:
         results: list[TaskResult] = []

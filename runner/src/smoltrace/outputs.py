@@ -22,6 +22,9 @@ from typing import Any
 from .executor import TaskResult
 
 RESULTS = "results.json"
+TRACES = "traces.json"
+METRICS = "metrics.json"
+METRIC_ROWS = "metrics_rows.json"
 LEADERBOARD_ROW = "leaderboard_row.json"
 METADATA = "metadata.json"
 CHECKPOINT = "checkpoint.jsonl"
@@ -72,8 +75,8 @@ def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> di
     e = result.execution
     task = e.task
     trace_info = {
-        "trace_id": None,
-        "root_span_id": None,
+        "trace_id": result.trace_id,
+        "root_span_id": result.span_id,
         "total_tokens": result.total_tokens,
         "duration_ms": round(result.duration_ms, 3),
         "cost_usd": 0.0,
@@ -96,8 +99,8 @@ def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> di
         "steps": result.steps,
         "response": result.response,
         "error": result.error,
-        "trace_id": None,
-        "span_id": None,
+        "trace_id": result.trace_id,
+        "span_id": result.span_id,
         "run_id": run_id,
         "execution_time_ms": round(result.duration_ms, 3),
         "total_tokens": result.total_tokens,
@@ -234,3 +237,55 @@ def leaderboard_row(
         "gpu_power_avg_w": _stat(gpu_summary, "power_watts", "avg"),
         "notes": f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
     }
+
+
+# -- telemetry into the rows ------------------------------------------------------------------
+def enrich_rows(
+    rows: list[dict[str, Any]],
+    traces: Sequence[Mapping[str, Any]],
+    energy_series: Sequence[tuple[int, float]],
+    gpu_summary: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Per-task figures from the trace (root-span duration, model-span tokens, cost) and the
+    task's share of the GPU energy and CO2. Returns what could not be filled (for metadata)."""
+    from .collector.documents import apportion_energy
+
+    by_trace = {d["trace_id"]: d for d in traces}
+    by_uid = {uid: d for d in traces for uid in d.get("test_case_uids", [])}
+    missing_traces = []
+    for row in rows:
+        doc = by_trace.get(row.get("trace_id") or "") or by_uid.get(row["test_case_uid"])
+        if doc is None:
+            if row.get("trace_id"):
+                missing_traces.append(row["test_case_uid"])
+            continue
+        row["trace_id"] = doc["trace_id"]
+        row["span_id"] = doc["root_span_id"]
+        row["execution_time_ms"] = round(doc["total_duration_ms"], 3)
+        if doc["model_calls"]:
+            row["prompt_tokens"] = doc["prompt_tokens"]
+            row["completion_tokens"] = doc["completion_tokens"]
+            row["total_tokens"] = doc["total_tokens"]
+        row["cost_usd"] = doc["total_cost_usd"]
+        row["enhanced_trace_info"] = json.dumps(
+            {
+                "trace_id": doc["trace_id"],
+                "root_span_id": doc["root_span_id"],
+                "total_tokens": row["total_tokens"],
+                "duration_ms": row["execution_time_ms"],
+                "cost_usd": doc["total_cost_usd"],
+                "span_count": doc["span_count"],
+            }
+        )
+    total_j = float(gpu_summary.get("energy_joules", 0.0)) if gpu_summary else 0.0
+    co2_per_j = float(gpu_summary.get("co2_grams", 0.0)) / total_j if gpu_summary and total_j else 0.0
+    windows = {
+        r["test_case_uid"]: (int(r["start_time_unix_nano"]), int(r["end_time_unix_nano"])) for r in rows if r.get("start_time_unix_nano")
+    }
+    measured = bool(energy_series) and bool(gpu_summary and gpu_summary.get("gpu_available"))
+    shares = apportion_energy(energy_series, windows, total_j) if measured else {}
+    for row in rows:
+        joules = shares.get(row["test_case_uid"])
+        row["energy_j"] = None if joules is None else round(joules, 6)
+        row["co2_g"] = None if joules is None else round(joules * co2_per_j, 9)
+    return {"rows_without_trace": missing_traces, "energy_attributed": measured, "energy_rows": len(shares)}

@@ -1,0 +1,135 @@
+"""The OTLP/gRPC receiver: TraceService and MetricsService of `opentelemetry-proto`, on grpcio.
+
+Requests are taken as bytes (a generic handler, no protobuf round trip in grpcio), parsed once
+to find each resource's `run.id`, and stored as they came when they hold one run (the usual case:
+one SDK per run); a request mixing runs is split. Everything received can be teed to another
+OpenTelemetry Collector (`Forwarder`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest, ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+
+from .documents import resource_run_id
+from .forward import Forwarder
+from .store import RunStore
+
+log = logging.getLogger(__name__)
+
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+METRICS_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_TRACE_OK = ExportTraceServiceResponse().SerializeToString()
+_METRICS_OK = ExportMetricsServiceResponse().SerializeToString()
+
+
+def _count_points(resource_metrics: Any) -> int:
+    n = 0
+    for sm in resource_metrics.scope_metrics:
+        for m in sm.metrics:
+            data = m.WhichOneof("data")
+            if data:
+                n += len(getattr(m, data).data_points)
+    return n
+
+
+@dataclass(slots=True)
+class ReceiverStats:
+    bad_requests: int = 0
+
+
+class OtlpIngest:
+    """Parse, group by run.id, store, forward. Used by the gRPC receiver (and tests directly)."""
+
+    def __init__(self, store: RunStore, forwarder: Forwarder | None = None) -> None:
+        self.store = store
+        self.forwarder = forwarder
+        self.stats = ReceiverStats()
+
+    def traces(self, payload: bytes) -> bytes:
+        request = ExportTraceServiceRequest.FromString(payload)
+        groups: dict[str, list[Any]] = {}
+        spans: dict[str, int] = {}
+        for rs in request.resource_spans:
+            run_id = resource_run_id(rs.resource.attributes)
+            groups.setdefault(run_id, []).append(rs)
+            spans[run_id] = spans.get(run_id, 0) + sum(len(ss.spans) for ss in rs.scope_spans)
+        if len(groups) == 1:
+            (run_id,) = groups
+            self.store.add("traces", run_id, payload, spans=spans[run_id])
+        else:
+            for run_id, items in groups.items():
+                part = ExportTraceServiceRequest(resource_spans=items).SerializeToString()
+                self.store.add("traces", run_id, part, spans=spans[run_id])
+        if self.forwarder is not None:
+            self.forwarder.submit("traces", payload)
+        return _TRACE_OK
+
+    def metrics(self, payload: bytes) -> bytes:
+        request = ExportMetricsServiceRequest.FromString(payload)
+        groups: dict[str, list[Any]] = {}
+        points: dict[str, int] = {}
+        for rm in request.resource_metrics:
+            run_id = resource_run_id(rm.resource.attributes)
+            groups.setdefault(run_id, []).append(rm)
+            points[run_id] = points.get(run_id, 0) + _count_points(rm)
+        if len(groups) == 1:
+            (run_id,) = groups
+            self.store.add("metrics", run_id, payload, data_points=points[run_id])
+        else:
+            for run_id, items in groups.items():
+                part = ExportMetricsServiceRequest(resource_metrics=items).SerializeToString()
+                self.store.add("metrics", run_id, part, data_points=points[run_id])
+        if self.forwarder is not None:
+            self.forwarder.submit("metrics", payload)
+        return _METRICS_OK
+
+
+def _unary(handler: Callable[[bytes], bytes], stats: ReceiverStats) -> grpc.RpcMethodHandler:
+    def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return handler(request)
+        except Exception as err:
+            stats.bad_requests += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid OTLP request: {type(err).__name__}")
+            raise  # unreachable: abort raises
+
+    return grpc.unary_unary_rpc_method_handler(call, request_deserializer=None, response_serializer=None)
+
+
+class OtlpGrpcReceiver:
+    def __init__(self, ingest: OtlpIngest, address: str = "127.0.0.1:0", max_workers: int = 8) -> None:
+        self.ingest = ingest
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="smoltrace-collector"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)],
+        )
+        handlers = {
+            "opentelemetry.proto.collector.trace.v1.TraceService": {"Export": _unary(ingest.traces, ingest.stats)},
+            "opentelemetry.proto.collector.metrics.v1.MetricsService": {"Export": _unary(ingest.metrics, ingest.stats)},
+        }
+        for service, methods in handlers.items():
+            self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind the OTLP receiver to {address}")
+        host = address.rsplit(":", 1)[0].strip("[]")
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._server.stop(grace).wait(grace + 1)

@@ -1,0 +1,343 @@
+"""Tracing for a run (`--enable-otel`): OpenTelemetry spans of every step, sent to the collector.
+
+- `genai-otel-instrument[openinference]` instruments smolagents, LiteLLM, Ollama (and
+  transformers for that provider) once per process; its own GPU collector stays off (the
+  exporter measures the GPU) and its OTLP timeout is bounded (2 s) so it never holds up exit.
+- OpenTelemetry keeps the first global TracerProvider for the life of the process, and the
+  instrumentors bind their tracers at instrument time. So the global provider is a router,
+  installed once, that hands each span to the provider of the run it belongs to (a context
+  variable, carried into the run's worker threads): a second evaluation in the same process gets
+  its own provider, resource (`run.id`) and exporter, and never mixes with the first.
+- Each task execution is a trace: a root span `test_evaluation` (test.id, test.case_uid,
+  agent.type, test.difficulty), linked to the run's span `smoltrace.run`.
+- Before anything leaves the process, span attributes and events are redacted (secret values
+  from the environment and the run, bearer tokens, key=value credentials) and capped (8 kB).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Tracer
+from opentelemetry.trace import TracerProvider as ApiTracerProvider
+from opentelemetry.util.types import Attributes
+
+from . import __version__
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "smoltrace-eval"
+MAX_ATTRIBUTE_CHARS = 8192
+REDACTED = "[REDACTED]"
+SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
+_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|password|passwd|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]{6,}"
+        ),
+        r"\1" + REDACTED,
+    ),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED),
+)
+SECRET_KEYS = {
+    "api_key",
+    "apikey",
+    "x-api-key",
+    "token",
+    "access_token",
+    "hf_token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "cookie",
+}
+
+
+# -- redaction --------------------------------------------------------------------------------
+class Redactor:
+    def __init__(self, secrets: Sequence[str] = (), environ: Mapping[str, str] | None = None, max_chars: int = MAX_ATTRIBUTE_CHARS) -> None:
+        env = os.environ if environ is None else environ
+        values = {v for k, v in env.items() if SECRET_ENV.search(k) and len(v) >= 8}
+        values |= {s for s in secrets if s and len(s) >= 6}
+        self._secrets = sorted(values, key=len, reverse=True)
+        self.max_chars = max_chars
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            value = pattern.sub(replacement, value)
+        if len(value) > self.max_chars:
+            value = value[: self.max_chars] + "...[TRUNCATED]"
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, tuple | list):
+            return tuple(self.text(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    def attributes(self, attrs: Attributes) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in (attrs or {}).items():
+            secret_key = key.rsplit(".", 1)[-1].lower() in SECRET_KEYS
+            out[key] = REDACTED if secret_key and isinstance(value, str) else self.value(value)
+        return out
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Redacts and caps attributes before handing spans to the real exporter."""
+
+    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+        self._inner = inner
+        self._redactor = redactor
+
+    def _clean(self, span: ReadableSpan) -> ReadableSpan:
+        r = self._redactor
+        from opentelemetry.sdk.trace import Event
+
+        events = [Event(e.name, r.attributes(e.attributes), e.timestamp) for e in span.events]
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=r.attributes(span.attributes),
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([self._clean(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+# -- the process-wide router ------------------------------------------------------------------
+_current: contextvars.ContextVar[TracerProvider | None] = contextvars.ContextVar("smoltrace_run_provider", default=None)
+_fallback: TracerProvider | None = None  # the run started last, for threads the run did not start
+_router_lock = threading.Lock()
+
+
+def _active_provider() -> TracerProvider | None:
+    return _current.get() or _fallback
+
+
+class RoutingTracer(Tracer):
+    def __init__(self, name: str, version: str | None, schema_url: str | None, attributes: Attributes) -> None:
+        self._key = (name, version, schema_url)
+        self._attributes = attributes
+        self._cache: dict[int, Tracer] = {}
+
+    def _tracer(self) -> Tracer | None:
+        provider = _active_provider()
+        if provider is None:
+            return None
+        tracer = self._cache.get(id(provider))
+        if tracer is None:
+            name, version, schema_url = self._key
+            tracer = provider.get_tracer(name, version, schema_url, self._attributes)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[id(provider)] = tracer
+        return tracer
+
+    def start_span(
+        self, name: str, context: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL, *args: Any, **kwargs: Any
+    ) -> trace.Span:
+        tracer = self._tracer()
+        if tracer is None:
+            return NonRecordingSpan(trace.get_current_span(context).get_span_context())
+        return tracer.start_span(name, context, kind, *args, **kwargs)
+
+    @contextmanager
+    def start_as_current_span(
+        self, name: str, context: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL, *args: Any, **kwargs: Any
+    ) -> Iterator[trace.Span]:
+        tracer = self._tracer()
+        if tracer is None:
+            yield NonRecordingSpan(trace.get_current_span(context).get_span_context())
+            return
+        with tracer.start_as_current_span(name, context, kind, *args, **kwargs) as span:
+            yield span
+
+
+class RoutingTracerProvider(ApiTracerProvider):
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> Tracer:
+        return RoutingTracer(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+
+
+_router: RoutingTracerProvider | None = None
+_instrumented: set[str] = set()
+
+
+def install_router() -> bool:
+    """Make the router the global provider (once). False if another provider got there first."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            _router = RoutingTracerProvider()
+            trace.set_tracer_provider(_router)
+        return trace.get_tracer_provider() is _router
+
+
+def instrument_libraries(provider_name: str, collector_endpoint: str) -> list[str]:
+    """genai_otel.instrument once per process (its GPU metrics off, bounded OTLP timeout)."""
+    wanted = ["smolagents", "litellm", "ollama"] + (["huggingface"] if provider_name == "transformers" else [])
+    if _instrumented:
+        return sorted(_instrumented)
+    os.environ.setdefault("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    os.environ.setdefault("GENAI_SKIP_COLLECTOR_CHECK", "true")
+    os.environ["GENAI_ENABLE_GPU_METRICS"] = "false"
+    os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    for noisy in ("genai_otel", "opentelemetry.exporter.otlp", "opentelemetry.sdk", "opentelemetry.trace", "opentelemetry.metrics"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # genai_otel also builds a MeterProvider that pushes its request/token counters every 60 s and
+    # once more at exit. We derive those figures from the spans; a reader-less provider installed
+    # first takes its instruments, so nothing is pushed (and nothing retries against a collector
+    # that has already stopped).
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    metrics.set_meter_provider(MeterProvider())
+    import genai_otel
+
+    genai_otel.instrument(
+        service_name=SERVICE_NAME,
+        endpoint=f"http://{collector_endpoint}",
+        enabled_instrumentors=wanted,
+        enable_gpu_metrics=False,
+        enable_cost_tracking=True,
+        enable_co2_tracking=False,
+        fail_on_error=False,
+    )
+    _instrumented.update(wanted)
+    return wanted
+
+
+# -- one run ----------------------------------------------------------------------------------
+class RunTracing:
+    def __init__(
+        self,
+        run_id: str,
+        collector_endpoint: str,
+        resource_attributes: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+        export_timeout_s: float = 2.0,
+    ) -> None:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        attributes: dict[str, Any] = {"service.name": SERVICE_NAME, "service.version": __version__}
+        attributes.update(resource_attributes or {})
+        attributes["run.id"] = run_id
+        self.run_id = run_id
+        self.provider = TracerProvider(resource=Resource.create(attributes))
+        for processor in _genai_processors():
+            self.provider.add_span_processor(processor)
+        self.redactor = Redactor(secrets)
+        exporter = OTLPSpanExporter(endpoint=f"http://{collector_endpoint}", insecure=True, timeout=export_timeout_s)
+        self._processor = BatchSpanProcessor(
+            RedactingSpanExporter(exporter, self.redactor),
+            max_queue_size=65_536,
+            schedule_delay_millis=500,
+            max_export_batch_size=512,
+            export_timeout_millis=int(export_timeout_s * 1000),
+        )
+        self.provider.add_span_processor(self._processor)
+        self.tracer = self.provider.get_tracer("smoltrace", __version__)
+        self._token: contextvars.Token[TracerProvider | None] | None = None
+        self._run_span: trace.Span | None = None
+
+    def activate(self, attributes: Mapping[str, Any] | None = None) -> None:
+        global _fallback
+        self._token = _current.set(self.provider)
+        _fallback = self.provider
+        self._run_span = self.tracer.start_span("smoltrace.run", context=otel_context.Context(), attributes=dict(attributes or {}))
+
+    @property
+    def run_span_context(self) -> trace.SpanContext | None:
+        return self._run_span.get_span_context() if self._run_span is not None else None
+
+    def context(self) -> contextvars.Context:
+        """A context for a worker thread: spans made there belong to this run."""
+        ctx = contextvars.copy_context()
+        ctx.run(_current.set, self.provider)
+        return ctx
+
+    @contextmanager
+    def task_span(self, attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
+        links = [Link(self.run_span_context)] if self.run_span_context is not None else []
+        with self.tracer.start_as_current_span(
+            "test_evaluation", context=otel_context.Context(), attributes=dict(attributes), links=links
+        ) as span:
+            yield span
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """End the run span, flush (bounded), shut the provider down. True when all was sent."""
+        global _fallback
+        if self._run_span is not None:
+            self._run_span.end()
+        ok = self.provider.force_flush(int(timeout_s * 1000))
+        self.provider.shutdown()
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:  # reset from another context
+                _current.set(None)
+        if _fallback is self.provider:
+            _fallback = None
+        return bool(ok)
+
+
+def _genai_processors() -> list[Any]:
+    processors: list[Any] = []
+    try:
+        from genai_otel.instrumentors.base import UsageHolderSpanProcessor
+
+        processors.append(UsageHolderSpanProcessor())
+    except Exception:
+        log.debug("no genai_otel usage holder", exc_info=True)
+    try:
+        from genai_otel.cost_enrichment_processor import CostEnrichmentSpanProcessor
+
+        processors.append(CostEnrichmentSpanProcessor())
+    except Exception:
+        log.debug("no genai_otel cost enrichment", exc_info=True)
+    return processors
+
+
+def hex_ids(span: trace.Span) -> tuple[str, str]:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")

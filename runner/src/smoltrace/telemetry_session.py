@@ -1,0 +1,115 @@
+"""A run's telemetry plumbing: the embedded collector, tracing, and what ended incomplete.
+
+Started when the run traces (`--enable-otel`) or measures the GPU: the collector receives the
+runner's spans and the exporter's GPU metrics; `finish()` flushes the spans and merges what the
+collector holds for the run. Nothing here can fail the evaluation: a collector that cannot start
+or an export that fails becomes a warning and a line in metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .collector import Collector, RunTelemetry
+from .config import EvalConfig
+from .gpu import otel_console_line
+
+log = logging.getLogger(__name__)
+
+
+class RunTelemetrySession:
+    def __init__(self, config: EvalConfig, gpu_enabled: bool, secrets: list[str]) -> None:
+        self.config = config
+        self.gpu_enabled = gpu_enabled
+        self.secrets = secrets
+        self.collector: Collector | None = None
+        self.tracing: Any = None
+        self.advertised_endpoint: str | None = None
+        self.report: dict[str, Any] = {"collector": None, "tracing": False, "warnings": []}
+
+    def _warn(self, message: str) -> None:
+        self.report["warnings"].append(message)
+        print(f"[WARN] {message}", flush=True)
+
+    def start(self) -> None:
+        cfg = self.config
+        if not (cfg.enable_otel or self.gpu_enabled):
+            return
+        try:
+            self.collector = Collector(
+                cfg.collector_address, forward_url=cfg.otlp_forward, forward_protocol=cfg.otlp_forward_protocol
+            ).start()
+        except (OSError, RuntimeError, ValueError) as err:
+            self._warn(f"the OTLP collector could not start on {cfg.collector_address} ({err}); no traces or GPU time series for this run")
+            return
+        self.advertised_endpoint = cfg.collector_advertise or self.collector.endpoint
+        self.report["collector"] = {
+            "endpoint": self.collector.endpoint,
+            "advertised": self.advertised_endpoint,
+            "forward": cfg.otlp_forward,
+        }
+        if cfg.enable_otel:
+            self._start_tracing()
+
+    def _start_tracing(self) -> None:
+        from .telemetry import RunTracing, install_router, instrument_libraries
+
+        cfg = self.config
+        assert self.collector is not None
+        try:
+            if not install_router():
+                self._warn("another OpenTelemetry tracer provider was installed first: library spans may not reach this run")
+            instrumented = instrument_libraries(cfg.provider, self.collector.endpoint)
+            self.tracing = RunTracing(
+                cfg.run_id,
+                self.collector.endpoint,
+                {"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
+                secrets=self.secrets,
+            )
+            self.tracing.activate({"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "run.id": cfg.run_id})
+        except Exception as err:
+            log.debug("tracing setup failed", exc_info=True)
+            self._warn(f"tracing could not start ({type(err).__name__}: {err}); the run goes on without traces")
+            self.tracing = None
+            return
+        self.report["tracing"] = True
+        self.report["instrumented"] = instrumented
+        print(otel_console_line(self.gpu_enabled), flush=True)
+
+    def finish(self, flush_timeout_s: float = 5.0) -> RunTelemetry:
+        cfg = self.config
+        empty = RunTelemetry(run_id=cfg.run_id, metrics_json={"run_id": cfg.run_id, "resourceMetrics": []})
+        if self.tracing is not None:
+            try:
+                flushed = self.tracing.close(flush_timeout_s)
+            except Exception as err:
+                flushed = False
+                log.debug("tracing close failed", exc_info=True)
+                self._warn(f"flushing spans failed: {err}")
+            self.report["spans_flushed"] = flushed
+            if not flushed:
+                self._warn("not every span reached the collector within the flush timeout: traces may be incomplete")
+        if self.collector is None:
+            return empty
+        try:
+            collected = self.collector.run_telemetry(cfg.run_id)
+            self.report["received"] = {"spans": collected.spans, "traces": len(collected.traces), "gpu_data_points": collected.data_points}
+            forwarder = self.collector.forwarder
+            if forwarder is not None:
+                forwarder.flush(flush_timeout_s)
+                self.report["forwarded"] = {
+                    "sent": forwarder.stats.sent,
+                    "failed": forwarder.stats.failed,
+                    "dropped": forwarder.stats.dropped,
+                }
+            return collected
+        except Exception as err:
+            log.debug("merging telemetry failed", exc_info=True)
+            self._warn(f"merging the run's telemetry failed ({type(err).__name__}: {err})")
+            return empty
+        finally:
+            try:
+                self.collector.stop(grace=0.5)
+            except Exception:
+                log.debug("collector stop failed", exc_info=True)
