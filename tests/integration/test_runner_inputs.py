@@ -136,7 +136,7 @@ def test_json_dataset_with_splits_and_difficulty_filter(openai_server, tmp_path:
         (["--model", "x", "--enable-tools", "bogus"], "--enable-tools: unknown tool(s) bogus"),
         (["--model", "x", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--provider", "litellm"], "--model is required"),
-        (["--model", "x", "--output-format", "hub"], "--output-format hub is not available"),
+        (["--model", "x", "--output-format", "hub"], "--output-format hub needs a Hugging Face token"),
         (["--model", "x", "--gpu-exporter", "localhost"], "--gpu-exporter must be HOST:PORT"),
     ],
 )

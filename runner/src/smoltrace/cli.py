@@ -11,8 +11,9 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from .config import ConfigError, build_parser, config_from_args, read_hf_token  # noqa: E402
+from .config import ConfigError, EvalConfig, build_parser, config_from_args, read_hf_token  # noqa: E402
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -33,7 +34,89 @@ def error(message: str) -> None:
     print(f"smoltrace-eval: error: {message}", file=sys.stderr, flush=True)
 
 
+EXIT_PUBLISH_FAILED = 4
+
+
+def resolve_output_format(config: EvalConfig, hf_token: str | None) -> EvalConfig:
+    """hub when a token is available, else json (with a notice); hub without a token is an error."""
+    from dataclasses import replace
+
+    if config.output_format == "hub" and not hf_token:
+        raise ConfigError(
+            "--output-format hub needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file (or use --output-format json)"
+        )
+    if not config.output_format:
+        if hf_token:
+            return replace(config, output_format="hub")
+        print("[INFO] no Hugging Face token (HF_TOKEN or --hf-token-file): results are written as local JSON only", flush=True)
+        return replace(config, output_format="json")
+    return config
+
+
+def publish_run(run_dir: Path, token: str, private: bool, user: str | None = None) -> int:
+    """Publish a run folder; prints the datasets, or why not and how to retry."""
+    from .hub import HubPublisher, PublishError
+    from .outputs import METADATA, read_json, write_json_atomic
+
+    try:
+        report = HubPublisher(token, private=private).publish(run_dir, user)
+    except PublishError as err:
+        error(f"publishing to the Hub failed: {err}")
+        print(f"The local results are complete in {run_dir}; publish them later with:  smoltrace-eval publish {run_dir}", flush=True)
+        return EXIT_PUBLISH_FAILED
+    write_json_atomic(run_dir / "publish.json", report.as_dict())
+    try:
+        meta = read_json(run_dir / METADATA)
+        meta["published"] = report.as_dict()
+        write_json_atomic(run_dir / METADATA, meta)
+    except (OSError, ValueError):
+        pass
+    for kind, repo in report.datasets.items():
+        print(f"Published {kind:<11} https://huggingface.co/datasets/{repo} ({report.rows.get(kind, 0)} rows)", flush=True)
+    return EXIT_OK
+
+
+def publish_main(argv: Sequence[str]) -> int:
+    """`smoltrace-eval publish RUN_DIR`: publish (or re-publish) a run folder to the Hub."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="smoltrace-eval publish", description="Publish a run folder to the Hugging Face Hub (idempotent)."
+    )
+    parser.add_argument("run_dir", help="the run folder (with metadata.json and results.json)")
+    parser.add_argument("--hf-token-file", help="read the token from this file (else $HF_TOKEN)")
+    visibility = parser.add_mutually_exclusive_group()
+    visibility.add_argument(
+        "--private", dest="private", action="store_true", default=None, help="private datasets (default: as the run said)"
+    )
+    visibility.add_argument("--public", dest="private", action="store_false")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metadata.json").is_file() or not (run_dir / "results.json").is_file():
+        error(f"{run_dir} is not a finished smoltrace run folder (metadata.json and results.json are needed)")
+        return EXIT_INPUT
+    from .outputs import read_json
+
+    stored = read_json(run_dir / "metadata.json").get("config", {})
+    probe = EvalConfig(model="-", hf_token_file=args.hf_token_file or stored.get("hf_token_file"))
+    try:
+        token = read_hf_token(probe)
+    except ConfigError as err:
+        error(str(err))
+        return EXIT_INPUT
+    if not token:
+        error("publishing needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file")
+        return EXIT_INPUT
+    _quiet_libraries(False)
+    private = args.private if args.private is not None else bool(stored.get("private", True))
+    return publish_run(run_dir, token, private)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "publish":
+        return publish_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -47,13 +130,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (run_dir / "metadata.json").is_file():
                 raise ConfigError(f"--resume {run_dir}: not a smoltrace run folder (no metadata.json)")
             config = resume_config(run_dir, config)
-        if config.output_format == "hub":
-            raise ConfigError("--output-format hub is not available in this version yet; use --output-format json (the default)")
         hf_token = read_hf_token(config)
+        config = resolve_output_format(config, hf_token)
     except ConfigError as err:
         error(str(err))
         return EXIT_INPUT
     _quiet_libraries(config.debug)
+    hub_user = None
+    if config.output_format == "hub":  # a bad token is found before any task runs
+        from .hub import HubPublisher, PublishError
+
+        try:
+            hub_user = HubPublisher(hf_token or "", private=config.private).whoami()
+        except PublishError as err:
+            error(f"cannot publish to the Hub: {err}")
+            return EXIT_INPUT
+        except Exception as err:  # noqa: BLE001 - HTTP errors of every kind: one line, no traceback
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            error(
+                f"cannot publish to the Hub: {'the token was refused' if status in (401, 403) else type(err).__name__}: {str(err).splitlines()[0]}"
+            )
+            return EXIT_INPUT
 
     from rich.console import Console
 
@@ -87,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.interrupted:
         print(f"Interrupted: continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
         return EXIT_INTERRUPTED
+    if config.output_format == "hub" and hf_token:
+        return publish_run(outcome.run_dir, hf_token, config.private, hub_user)
     return EXIT_OK
 
 

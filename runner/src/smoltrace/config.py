@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate smolagents agents (ToolCallingAgent, CodeAgent) on a task dataset, with traces, "
         "GPU/energy/CO2 metrics and a leaderboard row.",
         epilog="Exit codes: 0 run completed (tasks may have failed), 1 internal error, 2 bad flags or dataset, "
-        "3 model or server unreachable, 130 interrupted (finished tasks are kept; continue with --resume).",
+        "3 model or server unreachable, 4 Hub publishing failed (local files complete; retry with `smoltrace-eval publish RUN_DIR`), 130 interrupted (finished tasks are kept; continue with --resume).",
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model id (e.g. openai/gpt-4.1-nano, a local transformers folder, an Ollama model name)")
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
     )
     o = p.add_argument_group("outputs")
-    o.add_argument("--output-format", choices=("hub", "json"), help="json (local files) or hub")
+    o.add_argument("--output-format", choices=("hub", "json"), help="hub (default when a Hugging Face token is available) or json; local files are always written")
     o.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where run folders go (default ./{DEFAULT_OUTPUT_DIR})")
     vis = o.add_mutually_exclusive_group()
     vis.add_argument("--private", dest="private", action="store_true", default=True, help="Hub datasets private (default)")
