@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
     )
     o = p.add_argument_group("outputs")
-    o.add_argument("--output-format", choices=("hub", "json"), help="hub (default when a Hugging Face token is available) or json; local files are always written")
+    o.add_argument(
+        "--output-format",
+        choices=("hub", "json"),
+        help="hub (default when a Hugging Face token is available) or json; local files are always written",
+    )
     o.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where run folders go (default ./{DEFAULT_OUTPUT_DIR})")
     vis = o.add_mutually_exclusive_group()
     vis.add_argument("--private", dest="private", action="store_true", default=True, help="Hub datasets private (default)")

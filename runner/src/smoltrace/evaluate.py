@@ -233,6 +233,13 @@ class Evaluation:
             timings={"startup_s": round(startup_s, 3), "active_s": round(active_s, 3), "executions_this_process": len(new_rows)},
         )
         write_json_atomic(run_dir / METADATA, meta)
+        try:
+            from .report import write_report
+
+            write_report(run_dir)
+        except Exception as err:  # noqa: BLE001 - the report is a view; the data files are already written
+            log.debug("report failed", exc_info=True)
+            print(f"[WARN] report.html could not be written: {type(err).__name__}: {err}", flush=True)
         if not cfg.quiet:
             self.console.print(summary_table(rows))
         return RunOutcome(run_dir, rows, interrupted, meta)
