@@ -237,7 +237,7 @@ class Evaluation:
             from .report import write_report
 
             write_report(run_dir)
-        except Exception as err:  # noqa: BLE001 - the report is a view; the data files are already written
+        except Exception as err:  # the report is a view; the data files are already written
             log.debug("report failed", exc_info=True)
             print(f"[WARN] report.html could not be written: {type(err).__name__}: {err}", flush=True)
         if not cfg.quiet:
