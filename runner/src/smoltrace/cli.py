@@ -113,10 +113,39 @@ def publish_main(argv: Sequence[str]) -> int:
     return publish_run(run_dir, token, private)
 
 
+def merge_main(argv: Sequence[str]) -> int:
+    """`smoltrace-eval merge OUT_DIR SHARD_DIR...`: one run folder from the shards of a run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="smoltrace-eval merge", description="Combine the run folders of a sharded run (--shard I/N) into one."
+    )
+    parser.add_argument("out_dir", help="the merged run folder to write")
+    parser.add_argument("shard_dirs", nargs="+", help="the shards' run folders")
+    args = parser.parse_args(argv)
+    from .merge import MergeError, merge_runs
+
+    try:
+        out = merge_runs(Path(args.out_dir), [Path(d) for d in args.shard_dirs])
+    except MergeError as err:
+        error(str(err))
+        return EXIT_INPUT
+    from .outputs import read_json
+
+    meta = read_json(out / "metadata.json")
+    print(f"Merged {len(args.shard_dirs)} shard(s) into {out} ({meta.get('passed')}/{meta.get('num_results')} passed)", flush=True)
+    if meta.get("missing_shards"):
+        print(f"[WARN] shards missing: {meta['missing_shards']}", flush=True)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "publish":
         return publish_main(argv[1:])
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

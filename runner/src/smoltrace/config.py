@@ -41,6 +41,7 @@ class EvalConfig:
     split: str = "train"
     difficulty: str | None = None
     limit: int | None = None
+    shard: tuple[int, int] | None = None
     parallel_workers: int = 1
     run_id: str = ""
     output_format: str = "json"
@@ -104,6 +105,16 @@ def parse_model_args(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ConfigError(f"--shard must be I/N (e.g. 0/4), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= count <= 10_000 or not 0 <= index < count:
+        raise ConfigError(f"--shard I/N needs 0 <= I < N <= 10000, got {text!r}")
+    return index, count
+
+
 def normalise_group(value: str | None) -> str | None:
     if value is None:
         return None
@@ -147,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", default="train", help="split / key to read (default train)")
     d.add_argument("--difficulty", choices=("easy", "medium", "hard"), help="only tasks of this difficulty")
     d.add_argument("--limit", type=int, help="at most N tasks per agent type")
+    d.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the I-th of N deterministic slices of the executions (0-based; e.g. from JOB_COMPLETION_INDEX); "
+        "give every shard the same --run-id, then combine them with `smoltrace-eval merge`",
+    )
     x = p.add_argument_group("execution")
     x.add_argument("--parallel-workers", type=int, default=1, help="concurrent task executions (default 1)")
     x.add_argument("--task-timeout", type=float, help="seconds one task execution may take")
@@ -214,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError("--task-timeout must be in (0, 86400] seconds")
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    shard = parse_shard(args.shard) if args.shard is not None else None
     run_id = args.run_id or str(uuid.uuid4())
     if not RUN_ID_PATTERN.match(run_id):
         raise ConfigError("--run-id: 1..128 characters of letters, digits and ._:/@+-, starting with a letter or digit")
@@ -244,6 +262,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         split=args.split,
         difficulty=args.difficulty,
         limit=args.limit,
+        shard=shard,
         parallel_workers=args.parallel_workers,
         run_id=run_id,
         output_format=args.output_format or "",

@@ -101,11 +101,16 @@ def git_sha() -> dict[str, Any]:
 
 
 def plan(task_set: TaskSet, config: EvalConfig) -> list[Execution]:
+    """The executions of the run, in a stable order; with --shard I/N, every N-th from the I-th.
+    Indices are those of the whole plan, so shards merge back into the unsharded order."""
     agent_types = ("tool", "code") if config.agent_type == "both" else (config.agent_type,)
     executions: list[Execution] = []
     for agent_type in agent_types:
         for task in select(task_set.tasks, agent_type, config.difficulty, config.limit):
             executions.append(Execution(task, agent_type, len(executions)))
+    if config.shard is not None:
+        index, count = config.shard
+        executions = [e for e in executions if e.index % count == index]
     return executions
 
 
@@ -275,11 +280,14 @@ class Evaluation:
             except (OSError, ValueError, KeyError):
                 pass
             return run_dir, rows, started
-        run_dir = Path(cfg.output_dir) / run_dir_name(cfg.model, cfg.agent_type, started)
+        name = run_dir_name(cfg.model, cfg.agent_type, started)
+        if cfg.shard is not None:
+            name = f"{name}_shard-{cfg.shard[0]}-of-{cfg.shard[1]}"
+        run_dir = Path(cfg.output_dir) / name
         suffix = 1
         while run_dir.exists():
             suffix += 1
-            run_dir = Path(cfg.output_dir) / f"{run_dir_name(cfg.model, cfg.agent_type, started)}_{suffix}"
+            run_dir = Path(cfg.output_dir) / f"{name}_{suffix}"
         run_dir.mkdir(parents=True)
         return run_dir, [], started
 
@@ -296,6 +304,7 @@ class Evaluation:
             "split": cfg.split,
             "num_tasks_in_dataset": len(task_set.tasks),
             "seed": cfg.seed,
+            "shard": {"index": cfg.shard[0], "count": cfg.shard[1]} if cfg.shard else None,
             "started_at": iso(started),
             "run_dir": str(run_dir),
             "config": cfg.public_dict(),
@@ -324,6 +333,7 @@ def resume_config(run_dir: Path, cli: EvalConfig) -> EvalConfig:
     stored = dict(meta["config"])
     stored["enable_tools"] = tuple(stored.get("enable_tools") or ())
     stored["additional_imports"] = tuple(stored.get("additional_imports") or ())
+    stored["shard"] = tuple(stored["shard"]) if stored.get("shard") else None
     base = EvalConfig(**{k: v for k, v in stored.items() if k in EvalConfig.__dataclass_fields__})
     if any(v == "[REDACTED]" for v in base.model_args.values()):
         base = replace(base, model_args={k: v for k, v in base.model_args.items() if v != "[REDACTED]"} | cli.model_args)
