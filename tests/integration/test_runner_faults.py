@@ -198,7 +198,7 @@ def test_unreachable_server_at_start_exits_3_before_any_task(provider: str, tmp_
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
     base = f"http://127.0.0.1:{closed_port()}" + ("/v1" if provider != "ollama" else "")
     started = time.perf_counter()
-    run = run_main(["--model", "fake/model", "--provider", provider, "--api-base", base], tmp_path / "out")
+    run = run_main(["--model", "fake/model", "--provider", provider, "--api-base", base, "--output-format", "json"], tmp_path / "out")
     assert run.rc == 3, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr

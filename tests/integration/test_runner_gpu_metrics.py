@@ -123,7 +123,7 @@ def provider_args(servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requ
             hub_online(monkeypatch)
             token = tmp_path / "token"
             token.write_text("hf_fake", "utf-8")
-            return [*common, "--model", "org/fake", "--api-base", openai.api_base, "--hf-token-file", str(token)]
+            return [*common, "--model", "org/fake", "--api-base", openai.api_base, "--hf-token-file", str(token), "--output-format", "json"]
         if provider == "ollama":
             return [*common, "--model", "tiny", "--api-base", ollama.url]
         model_dir = request.getfixturevalue("tiny_model_dir")

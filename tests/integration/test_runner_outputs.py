@@ -110,6 +110,8 @@ def both_run(runner_env_module, tmp_path_factory: pytest.TempPathFactory):
                 "1",
                 "--run-id",
                 "run-outputs-1",
+                "--output-format",
+                "json",
                 "--hf-token-file",
                 str(token_file),
                 "--model-args",

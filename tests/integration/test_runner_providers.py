@@ -115,6 +115,8 @@ def test_inference_with_an_endpoint(openai_server, tmp_path: Path, monkeypatch: 
             server.api_base,
             "--hf-token-file",
             str(token_file),
+            "--output-format",
+            "json",
             "--limit",
             "1",
         ],

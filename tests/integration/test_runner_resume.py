@@ -58,7 +58,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
             "--model", "openai/fake", "--api-base", server.api_base,  # type: ignore[attr-defined]
             "--dataset-name", str(dataset), "--agent-type", "tool", "--parallel-workers", "1",
             "--output-dir", str(out), "--run-id", "resume-run", "--quiet",
-            "--hf-token-file", str(token_file), "--model-args", f"api_key={KEY_SECRET}", "temperature=0",
+            "--hf-token-file", str(token_file), "--model-args", f"api_key={KEY_SECRET}", "temperature=0", "--output-format", "json",
         ]  # fmt: skip
         proc = subprocess.Popen(
             [*cli_command(), *args],

@@ -65,7 +65,8 @@ def test_shards_merge_into_the_unsharded_run(tmp_path: Path, runner_env: None) -
             assert proc.returncode == 0, err
     finally:
         server.stop()
-    shard_dirs = sorted((tmp_path / "shards").iterdir())
+    # folder names start with each shard's own start time: order them by shard index
+    shard_dirs = sorted((tmp_path / "shards").iterdir(), key=lambda d: int(d.name.rsplit("_shard-", 1)[1].split("-of-")[0]))
     assert [d.name.rsplit("_shard-", 1)[1] for d in shard_dirs] == [f"{i}-of-{SHARDS}" for i in range(SHARDS)]
     sizes = [len(read_json(d / "results.json")) for d in shard_dirs]
     assert sizes == [2, 2, 2]  # 6 executions, round robin

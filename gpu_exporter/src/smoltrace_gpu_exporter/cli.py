@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         flush=True,
     )
-    while not stop.wait(3600):
+    while not stop.wait(0.25):  # short waits: a signal may land on another thread
         pass
     app.stop(deadline_s=4.0)
     return 0

@@ -48,7 +48,6 @@ def resolve_output_format(config: EvalConfig, hf_token: str | None) -> EvalConfi
     if not config.output_format:
         if hf_token:
             return replace(config, output_format="hub")
-        print("[INFO] no Hugging Face token (HF_TOKEN or --hf-token-file): results are written as local JSON only", flush=True)
         return replace(config, output_format="json")
     return config
 
@@ -170,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .hub import HubPublisher, PublishError
 
         try:
-            hub_user = HubPublisher(hf_token or "", private=config.private).whoami()
+            from .hub import HubRetry
+
+            hub_user = HubPublisher(hf_token or "", private=config.private, retry=HubRetry(max_retries=2, max_delay_s=5.0)).whoami()
         except PublishError as err:
             error(f"cannot publish to the Hub: {err}")
             return EXIT_INPUT

@@ -160,6 +160,12 @@ class Evaluation:
             else f"  tasks    {len(executions)} executions from {task_set.source}"
         )
         self.say(f"  output   {run_dir}")
+        if cfg.output_format == "hub":
+            self.say(f"  publish  Hugging Face Hub ({'private' if cfg.private else 'public'} datasets) after the run")
+        elif self.hf_token:
+            self.say("  publish  no (--output-format json)")
+        else:
+            self.say("  publish  no: local JSON only (no Hugging Face token; set HF_TOKEN or --hf-token-file to publish)")
 
         warm_up(spec, model)
         settings = AgentSettings(
@@ -203,6 +209,10 @@ class Evaluation:
 
         rows = order_rows([*done_rows, *new_rows])
         telemetry.report["rows"] = enrich_rows(rows, collected.traces, collected.energy_series, gpu_report.summary)
+        lost = telemetry.report["rows"]["rows_without_trace"]
+        if lost:
+            telemetry.report["warnings"].append(f"{len(lost)} execution(s) have no trace (spans lost): {', '.join(lost[:10])}")
+            print(f"[WARN] {len(lost)} execution(s) have no trace in traces.json (spans did not reach the collector)", flush=True)
         interrupted = executor.interrupted
         finished = utc_now()
         write_json_atomic(run_dir / RESULTS, rows)

@@ -293,7 +293,10 @@ class HubRetry:
                 return fn()
             except Exception as err:
                 status = _status(err)
-                retryable = status == 429 or (status is not None and status >= 500) or isinstance(err, ConnectionError | TimeoutError)
+                offline = type(err).__name__ == "OfflineModeIsEnabled"  # HF_HUB_OFFLINE: retrying cannot help
+                retryable = not offline and (
+                    status == 429 or (status is not None and status >= 500) or isinstance(err, ConnectionError | TimeoutError)
+                )
                 if not retryable or attempt > self.max_retries:
                     raise
                 delay = _retry_after(err)

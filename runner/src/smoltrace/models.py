@@ -246,9 +246,19 @@ def build_model(spec: ModelSpec, retry: RetryPolicy) -> Any:
             model.kwargs.setdefault("model", spec.model)  # else huggingface_hub sends model "dummy"
     else:
         raise ModelSetupError(f"unknown provider {spec.provider!r}; choose one of {', '.join(PROVIDERS)}")
-    # agents call generate() (we never turn on stream_outputs): that is where retries go
-    model.generate = with_retries(model.generate, retry)
+    # agents call generate() (we never turn on stream_outputs): that is where retries go. The
+    # class's method is looked up at call time, so instrumentation that patches the class after
+    # the model was built (genai-otel / OpenInference) still sees every call.
+    inner = model.__dict__.get("generate")
+    model.generate = with_retries(inner if inner is not None else _late_bound(model, "generate"), retry)
     return model
+
+
+def _late_bound(model: Any, name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(type(model), name)(model, *args, **kwargs)
+
+    return call
 
 
 def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
@@ -269,7 +279,7 @@ def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
     except (OSError, ValueError) as err:
         raise ModelSetupError(f"cannot load transformers model {spec.model!r}: {str(err).splitlines()[0]}") from err
     lock = threading.Lock()  # one generation at a time on the shared model (thread safety, memory)
-    generate = model.generate
+    generate = _late_bound(model, "generate")
 
     def locked_generate(*a: Any, **kw: Any) -> Any:
         with lock:
@@ -277,7 +287,7 @@ def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
 
     model.generate = locked_generate
     if hasattr(model, "generate_stream"):
-        generate_stream = model.generate_stream
+        generate_stream = _late_bound(model, "generate_stream")
 
         def locked_stream(*a: Any, **kw: Any) -> Any:
             with lock:

@@ -38,7 +38,8 @@ _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):(\d{1,5})")
 def _split(address: str, flag: str) -> tuple[str, int]:
     match = _HOST_PORT.fullmatch(address)
     if not match or int(match.group(2)) > 65535:
-        raise SystemExit(f"smoltrace-collector: error: {flag} must be HOST:PORT, got {address!r}")
+        print(f"smoltrace-collector: error: {flag} must be HOST:PORT, got {address!r}", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, like argparse's
     return match.group(1).strip("[]"), int(match.group(2))
 
 
@@ -148,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(json.dumps({"event": "ready", "grpc": collector.endpoint, "http": f"{http_host}:{http.server_address[1]}"}), flush=True)
-    while not stop.wait(3600):
+    # wake up regularly: a signal delivered to another thread (the forwarder's, gRPC's) does not
+    # interrupt the main thread's wait, and the handler only runs once the main thread wakes
+    while not stop.wait(0.25):
         pass
     http.shutdown()
     collector.stop(grace=1.0)

@@ -316,7 +316,6 @@ def apportion_energy(
     total = series[-1][1] - series[0][1] if total_joules is None else total_joules
     bounds = sorted({t for w in windows.values() for t in w})
     direct: dict[str, float] = dict.fromkeys(windows, 0.0)
-    attributed = 0.0
     for a, b in itertools.pairwise(bounds):
         active = [uid for uid, (s, e) in windows.items() if s <= a and e >= b]
         if not active:
@@ -324,15 +323,17 @@ def apportion_energy(
         segment = energy_at(series, b) - energy_at(series, a)
         for uid in active:
             direct[uid] += segment / len(active)
-        attributed += segment
-    rest = total - attributed
+    # each task: its direct energy plus a share of the rest (total minus what the windows used) in
+    # proportion to it, i.e. direct scaled by total / used (never negative, sums to the total)
     weight = sum(direct.values())
     if weight > 0:
-        return {uid: d + rest * d / weight for uid, d in direct.items()}
-    # no energy inside any window: split evenly by duration
+        return {uid: total * (d / weight) for uid, d in direct.items()}
+    # no energy inside any window: split by duration (evenly when every window is instantaneous)
     spans = {uid: max(0, e - s) for uid, (s, e) in windows.items()}
-    whole = sum(spans.values()) or len(spans)
-    return {uid: total * (spans[uid] or 1) / whole for uid in windows}
+    if not any(spans.values()):
+        spans = dict.fromkeys(windows, 1)
+    whole = sum(spans.values())
+    return {uid: total * spans[uid] / whole for uid in windows}
 
 
 def dumps_compact(value: Any) -> str:
