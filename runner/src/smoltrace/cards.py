@@ -21,8 +21,8 @@ DESCRIPTIONS = {
     "traces": "One row per OpenTelemetry trace of a smoltrace evaluation run (one trace per task execution). "
     "`spans` holds every span; span attributes and events are JSON strings. Ids are W3C hex.",
     "metrics": "GPU metrics of a smoltrace evaluation run, one row per GPU per sample: utilisation, memory, "
-    "temperature, power, and the cumulative energy, CO2 and electricity cost since the run started. Empty when "
-    "the run measured no GPU (API models, machines without a GPU).",
+    "temperature, power, and the cumulative energy, CO2 and electricity cost since the run started. When the run "
+    "measured no GPU (API models, machines without a GPU) it holds a single row whose GPU columns are null.",
     "leaderboard": "One row per smoltrace evaluation run (append-only: each run adds its own Parquet file under "
     "`data/`, so concurrent runs never overwrite each other). Rows carry `schema_version`.",
 }
@@ -87,8 +87,8 @@ def render_card(kind: str, table: pa.Table, metadata: Mapping[str, Any], names: 
             f"| transformers | {versions.get('transformers') or '-'} |",
             f"| litellm | {versions.get('litellm') or '-'} |",
             "",
-            f"Related datasets: results `{names['results']}`, traces `{names['traces']}`, metrics `{names['metrics']}`, "
-            f"leaderboard `{names['leaderboard']}`.",
+            f"Related datasets: results `{names['results']}`, traces `{names['traces'] or '(none: the run was not traced)'}`, "
+            f"metrics `{names['metrics']}`, leaderboard `{names['leaderboard']}`.",
         ]
         if kind != "leaderboard"
         else []

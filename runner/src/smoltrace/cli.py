@@ -71,6 +71,8 @@ def publish_run(run_dir: Path, token: str, private: bool, user: str | None = Non
     except (OSError, ValueError):
         pass
     for kind, repo in report.datasets.items():
+        if not repo:
+            continue
         print(f"Published {kind:<11} https://huggingface.co/datasets/{repo} ({report.rows.get(kind, 0)} rows)", flush=True)
     return EXIT_OK
 

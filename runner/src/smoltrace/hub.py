@@ -380,14 +380,25 @@ class HubPublisher:
             names = dataset_names(user, run_timestamp(metadata))
             report = PublishReport(user=user, datasets=names, private=self.private)
             run_id = str(metadata.get("run_id") or "")
+            if not results:
+                raise PublishError(f"{run_dir} has no results to publish")
+            # datasets cannot load a Parquet file of 0 rows: a run without traces publishes no traces
+            # dataset (the leaderboard says so), and one without GPU samples publishes a single row
+            # whose GPU columns are null (SMOLTRACE users expect a metrics dataset for every run).
+            if not traces:
+                names["traces"] = ""
+            if not metric_rows:
+                metric_rows = [{"run_id": run_id, "service_name": "smoltrace-eval", "timestamp": metadata.get("started_at")}]
             board = dict(
-                board, submitted_by=user, results_dataset=names["results"], traces_dataset=names["traces"], metrics_dataset=names["metrics"]
+                board,
+                submitted_by=user,
+                results_dataset=names["results"],
+                traces_dataset=names["traces"] or None,
+                metrics_dataset=names["metrics"],
             )
-            tables = {
-                "results": to_table(results, RESULTS_SCHEMA),
-                "traces": to_table(trace_rows(traces), TRACES_SCHEMA),
-                "metrics": to_table(metric_rows, METRICS_SCHEMA),
-            }
+            tables = {"results": to_table(results, RESULTS_SCHEMA), "metrics": to_table(metric_rows, METRICS_SCHEMA)}
+            if traces:
+                tables["traces"] = to_table(trace_rows(traces), TRACES_SCHEMA)
             for kind, table in tables.items():
                 card = render_card(kind, table, metadata, names)
                 files = {DATA_FILE: parquet_bytes(table), "README.md": card.encode("utf-8")}
