@@ -213,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     total = len(outcome.rows)
     print(f"Results: {outcome.run_dir} ({outcome.passed}/{total} passed)", flush=True)
+    if (outcome.run_dir / "report.html").exists() and not config.quiet:
+        print(f"Report:  {outcome.run_dir / 'report.html'}", flush=True)
     if outcome.interrupted:
         print(f"Interrupted: continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
         return EXIT_INTERRUPTED
