@@ -17,15 +17,15 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text_atomic
 
 REPORT = "report.html"
 RESULTS = "results.json"
@@ -1372,20 +1372,7 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     text = render_report(run_dir)
     path = run_dir / REPORT
-    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_text_atomic(path, text)
     return path
 
 
