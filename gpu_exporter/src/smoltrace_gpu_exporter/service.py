@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from .sampler import Sampler
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "smoltrace.gpu.v1.GpuExporter"
+MAX_WATCHERS = 16  # concurrent WatchRun streams; the server has twice as many threads
 MAX_MESSAGE_BYTES = 256 * 1024
 
 
@@ -145,10 +147,12 @@ def _abort_on_errors(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class GpuExporterService(pb_grpc.GpuExporterServicer):
-    def __init__(self, registry: RunRegistry, watch_poll_s: float = 0.5) -> None:
+    def __init__(self, registry: RunRegistry, watch_poll_s: float = 0.5, max_watchers: int = MAX_WATCHERS) -> None:
         self._registry = registry
         self._sampler = registry.sampler
         self._watch_poll_s = watch_poll_s
+        # each WatchRun stream holds a server thread: cap them so unary RPCs (Heartbeat!) always have threads
+        self._watch_slots = threading.BoundedSemaphore(max_watchers)
 
     @_abort_on_errors
     def StartSampling(self, request: pb.StartSamplingRequest, context: grpc.ServicerContext) -> pb.StartSamplingResponse:  # noqa: N802
@@ -227,6 +231,8 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except RunNotFound as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        if not self._watch_slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS} WatchRun streams at a time; close one first")
         watcher = run.subscribe()
         try:
             while context.is_active():
@@ -254,6 +260,7 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
                 )
         finally:
             run.unsubscribe(watcher)
+            self._watch_slots.release()
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -287,7 +294,7 @@ def build_server(
     auth_token: str | None = None,
     tls_cert: bytes | None = None,
     tls_key: bytes | None = None,
-    max_workers: int = 16,
+    max_workers: int = 2 * MAX_WATCHERS,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A grpc.Server with our service and grpc.health.v1; returns (server, bound port, health)."""
     from concurrent.futures import ThreadPoolExecutor

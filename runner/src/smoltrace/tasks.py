@@ -202,6 +202,8 @@ def parse_jsonl(text: str, source: str) -> tuple[list[tuple[int, Any]], list[Row
             continue
         try:
             rows.append((number, json.loads(line)))
+        except RecursionError:
+            errors.append(RowError(number, "<json>", "nested too deeply"))
         except json.JSONDecodeError as err:
             errors.append(RowError(number, "<json>", f"not valid JSON: {err.msg} at column {err.colno}"))
     return rows, errors
@@ -210,6 +212,8 @@ def parse_jsonl(text: str, source: str) -> tuple[list[tuple[int, Any]], list[Row
 def parse_json(text: str, source: str, split: str) -> list[Any]:
     try:
         payload = json.loads(text)
+    except RecursionError as err:
+        raise DatasetError(source, message="JSON nested too deeply") from err
     except json.JSONDecodeError as err:
         raise DatasetError(source, message=f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from err
     if isinstance(payload, list):

@@ -1,0 +1,334 @@
+"""Every fault and bad input tried (issue #7): what is injected, what must happen, and the tests
+that check it. `tests.reliability.run` runs these tests and writes docs/RELIABILITY.md from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+I = "tests/integration/"  # noqa: E741 - short prefixes keep the table readable
+U = "tests/unit/"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    area: str
+    scenario: str
+    injection: str
+    expected: str
+    tests: tuple[str, ...]
+
+
+SCENARIOS: list[Scenario] = [
+    # -- model server -------------------------------------------------------------------------------
+    Scenario(
+        "model server",
+        "429 with Retry-After, 429 without",
+        "FakeOpenAIServer `error(429, retry_after=0.2|None)`, also on the Ollama fake",
+        "retried (Retry-After honoured), task passes, attempts/retries counted, no hidden client retries",
+        (I + "test_runner_faults.py::test_rate_limit_then_success", I + "test_runner_faults.py::test_ollama_rate_limit_then_success"),
+    ),
+    Scenario(
+        "model server",
+        "500 once / persistently",
+        "`error(500)` once; `error(500, times=100)` on one task of two",
+        "retried; persistent: row error_type=server_error, attempts=retries+1, the other task passes, run completes",
+        (
+            I + "test_runner_faults.py::test_server_error_then_success",
+            I + "test_runner_faults.py::test_persistent_server_error_is_recorded_and_the_run_completes",
+        ),
+    ),
+    Scenario(
+        "model server",
+        "connection refused at start",
+        "--api-base to a closed loopback port (litellm, ollama, inference)",
+        "exit 3, one clear line, no run folder, no traceback",
+        (I + "test_runner_faults.py::test_unreachable_server_at_start_exits_3_before_any_task",),
+    ),
+    Scenario(
+        "model server",
+        "reply that never ends",
+        "`Turn(hang=True)`: headers and half a body, then nothing",
+        "error_type=timeout at --task-timeout (retries do not extend it), run completes",
+        (
+            I + "test_runner_faults.py::test_a_hanging_reply_times_out",
+            I + "test_runner_faults.py::test_a_hanging_reply_stops_at_the_task_timeout_even_with_retries",
+            I + "test_runner_faults.py::test_task_timeout_between_steps_stops_the_agent_cleanly",
+        ),
+    ),
+    Scenario(
+        "model server",
+        "malformed JSON",
+        "`Turn(malformed_json=True)` once / always",
+        "retried once then passes; always: error_type=server_error, run completes",
+        (I + "test_runner_faults.py::test_malformed_json_reply", I + "test_runner_faults.py::test_malformed_json_once_then_success"),
+    ),
+    Scenario(
+        "model server",
+        "malformed tool call",
+        "`Turn(malformed_tool_call=True)` (arguments not JSON)",
+        "error_type=max_steps when it persists; recovers when a good call follows",
+        (
+            I + "test_runner_faults.py::test_malformed_tool_call_arguments",
+            I + "test_runner_faults.py::test_a_malformed_tool_call_then_a_good_one_recovers",
+        ),
+    ),
+    Scenario(
+        "model server",
+        "1 % 500/429 under load",
+        "seeded RNG over 2,000 executions at 32 workers (load scenario below)",
+        "2,000 rows, unique uids, retries in rows = errors injected",
+        ("load:runner",),
+    ),
+    # -- exporter -------------------------------------------------------------------------------------
+    Scenario(
+        "GPU exporter",
+        "killed mid-run",
+        "SIGKILL of the sidecar between tasks",
+        "run completes; metadata.gpu_metrics.summary null + warning 'StopSampling failed'; metrics received before the kill kept",
+        (I + "test_telemetry_faults.py::test_exporter_killed_mid_run",),
+    ),
+    Scenario(
+        "GPU exporter",
+        "restarted mid-run",
+        "SIGKILL, then a new exporter on the same port before the next task",
+        "run completes; warning NOT_FOUND (the new process does not know the run); new runs served",
+        (I + "test_reliability_faults.py::test_exporter_restarted_mid_run",),
+    ),
+    Scenario(
+        "GPU exporter",
+        "slow to answer",
+        "in-process gRPC server whose StartSampling waits 30 s (runner RPC timeout 5 s)",
+        "run completes after ~5 s; warning DEADLINE_EXCEEDED; no StopSampling for a run that never started",
+        (I + "test_reliability_faults.py::test_exporter_slow_to_answer",),
+    ),
+    Scenario(
+        "GPU exporter",
+        "SIGTERM during a run",
+        "SIGTERM of the sidecar between tasks",
+        "exporter exits 0; run completes with warning UNAVAILABLE",
+        (
+            I + "test_reliability_faults.py::test_exporter_sigterm_mid_run",
+            I + "test_exporter_cli.py::test_cli_serves_a_run_then_shuts_down_cleanly_on_sigterm",
+        ),
+    ),
+    Scenario(
+        "GPU exporter",
+        "unreachable",
+        "--gpu-exporter to a closed port (flag and env)",
+        "warning, run completes",
+        (
+            I + "test_runner_gpu_metrics.py::test_unreachable_exporter_is_a_warning_and_the_run_completes",
+            I + "test_runner_gpu_metrics.py::test_unreachable_exporter_from_the_environment",
+        ),
+    ),
+    Scenario(
+        "GPU exporter",
+        "lease expiry after the runner dies",
+        "the runner's GpuSession (lease 3 s; the CLI uses 60 s) in a child, SIGKILLed",
+        "exporter stops the run itself, stop_reason=lease_expired, within lease + 1.5 s; summary kept",
+        (
+            I + "test_reliability_faults.py::test_lease_expires_after_the_runner_dies",
+            I + "test_exporter_runs.py::test_lease_expiry_stops_the_run",
+        ),
+    ),
+    Scenario(
+        "GPU exporter",
+        "OTLP collector unreachable / down",
+        "refused and black-hole endpoints; outage then recovery",
+        "API not slowed; samples kept until it recovers; drops counted",
+        (
+            I + "test_exporter_otlp.py::test_unreachable_endpoint_does_not_slow_the_api",
+            I + "test_exporter_otlp.py::test_collector_outage_keeps_samples_until_it_recovers",
+            I + "test_exporter_otlp.py::test_queue_overflow_is_counted_on_metrics",
+        ),
+    ),
+    # -- collector --------------------------------------------------------------------------------------
+    Scenario(
+        "collector",
+        "receiver down mid-run, then back",
+        "embedded receiver stopped during task 2, restarted on the same port for task 3",
+        "run completes; rows_without_trace lists task 2; traces of 1 and 3 kept",
+        (I + "test_telemetry_faults.py::test_collector_receiver_down_mid_run_then_back",),
+    ),
+    Scenario(
+        "collector",
+        "garbage on the OTLP port",
+        "non-protobuf bytes",
+        "INVALID_ARGUMENT, keeps serving",
+        (U + "test_collector_receiver.py::test_garbage_is_invalid_argument_and_the_receiver_keeps_serving",),
+    ),
+    Scenario(
+        "collector",
+        "fuzzed OTLP payloads",
+        "hypothesis: random bytes; valid but odd trace/metric protos (odd id lengths, 2^64 times, NaN/inf, nested arrays, odd run ids)",
+        "OK or INVALID_ARGUMENT, documents still build, receiver still serves",
+        (
+            I + "test_reliability_fuzz.py::test_random_bytes_to_the_collector",
+            I + "test_reliability_fuzz.py::test_odd_but_valid_trace_requests",
+            I + "test_reliability_fuzz.py::test_odd_but_valid_metric_requests",
+            I + "test_reliability_fuzz.py::test_the_collector_still_serves_after_the_fuzzing",
+        ),
+    ),
+    # -- Hub ----------------------------------------------------------------------------------------------
+    Scenario(
+        "Hub",
+        "first commit refused",
+        "FakeHub `fail_next_commit(403)`",
+        "exit 4, local files whole, `publish RUN_DIR` later, twice, no duplicate rows",
+        (I + "test_hub_publish.py::test_failed_publish_keeps_local_files_and_publish_later_is_idempotent",),
+    ),
+    Scenario(
+        "Hub",
+        "failing mid-publish",
+        "results and metrics commits succeed, traces commit answered 403 (not retryable)",
+        "exit 4, files whole, no publish.json, metadata has no `published`; `publish` twice then completes, no duplicate rows, one leaderboard row",
+        (I + "test_reliability_faults.py::test_hub_fails_mid_publish_then_publish_succeeds",),
+    ),
+    Scenario(
+        "Hub",
+        "429/503 on commit and create_repo",
+        "FakeHub `inject_failure`",
+        "retried with backoff, publish succeeds",
+        (I + "test_hub_publish.py::test_hub_errors_are_retried", U + "test_hub_publish.py::test_retry_honours_retry_after_then_succeeds"),
+    ),
+    # -- runner process ---------------------------------------------------------------------------------
+    Scenario(
+        "runner",
+        "SIGKILL after k checkpoint lines, then --resume",
+        "k in {1, 2, 5, 7, 10} of 16 tasks, 1-2 workers (seeded); --enable-otel at k=2 and k=7",
+        "every task exactly once in results, checkpoint and total_tests; only unfinished tasks re-run; with OTel the killed segment's traces are missing and metadata.telemetry says which rows",
+        (
+            I + "test_reliability_faults.py::test_sigkill_at_a_point_then_resume",
+            I + "test_runner_resume.py::test_resume_after_kill",
+            I + "test_runner_resume.py::test_torn_checkpoint_line_is_ignored",
+        ),
+    ),
+    Scenario(
+        "runner",
+        "Ctrl-C",
+        "SIGINT mid-run",
+        "exit 130, finished work saved, --resume completes",
+        (I + "test_runner_resume.py::test_ctrl_c_keeps_finished_work_and_resume_completes",),
+    ),
+    # -- bad input ---------------------------------------------------------------------------------------
+    Scenario(
+        "bad input",
+        "malformed task files",
+        "wrong types, missing fields, duplicate ids, >100k-char prompt, bad JSON lines, invalid UTF-8, empty set",
+        "exit 2 before any task, every bad row listed with its field",
+        (
+            I + "test_runner_inputs.py::test_bad_dataset_lists_every_bad_row_and_runs_nothing",
+            I + "test_runner_inputs.py::test_unreadable_datasets",
+            U + "test_runner_tasks.py::test_each_bad_field_is_reported_with_row_and_field",
+            U + "test_runner_tasks.py::test_duplicate_ids_point_at_the_first_occurrence",
+            U + "test_runner_tasks.py::test_invalid_utf8_is_one_clear_error",
+            U + "test_runner_tasks.py::test_prompt_limit_is_100k_characters",
+        ),
+    ),
+    Scenario(
+        "bad input",
+        "100 MB prompt, binary junk, deep nesting",
+        "generated at test time in tmp",
+        "exit 2, one clear error, bounded time and memory, nothing run",
+        (I + "test_reliability_inputs.py::test_huge_and_hostile_task_files",),
+    ),
+    Scenario(
+        "bad input",
+        "bad flags",
+        "unknown provider, 0 workers, bad KEY=VALUE, unknown tool, missing --model, bad HOST:PORT, missing --working-directory, bad --shard/--run-id",
+        "exit 2, one line, no run folder",
+        (
+            I + "test_runner_inputs.py::test_bad_flags_exit_2_with_one_line",
+            U + "test_runner_config.py::test_bad_flags_are_config_errors",
+            I + "test_reliability_inputs.py::test_more_bad_flags",
+        ),
+    ),
+    Scenario(
+        "bad input",
+        "hostile --prompt-yml",
+        "!!python/object tags, unknown keys, wrong types, '*' imports",
+        "exit 2, one line, no object constructed",
+        (I + "test_runner_inputs.py::test_bad_prompt_yml",),
+    ),
+    Scenario(
+        "bad input",
+        "path traversal through the file tools",
+        "../, absolute paths, symlinks out; via a scripted model call",
+        "refused with 'outside the working directory'; nothing outside read",
+        (
+            U + "test_runner_tools.py::test_resolve_inside_refuses_escapes",
+            U + "test_runner_tools.py::test_resolve_inside_refuses_symlinks_out",
+            U + "test_runner_tools.py::test_file_tools_refuse_traversal_and_absolute_paths",
+            I + "test_runner_outputs.py::test_optional_file_tools_stay_in_the_working_directory",
+        ),
+    ),
+    Scenario(
+        "bad input",
+        "fuzzed gRPC requests to the exporter",
+        "hypothesis: random StartSampling fields (NaN/inf, 2^32 values, odd text); random bytes as the body of every RPC via a generic channel call",
+        "INVALID_ARGUMENT/NOT_FOUND/ALREADY_EXISTS (or grpcio's INTERNAL 'Exception deserializing request!'), accepted runs summarise; still serving",
+        (
+            I + "test_reliability_fuzz.py::test_fuzzed_start_sampling_fields",
+            I + "test_reliability_fuzz.py::test_random_bytes_as_request_body",
+            I + "test_reliability_fuzz.py::test_the_exporter_still_serves_after_the_fuzzing",
+            I + "test_exporter_grpc.py::test_bad_start_is_invalid_argument",
+            I + "test_exporter_grpc.py::test_oversized_request_is_rejected_and_service_survives",
+            I + "test_exporter_grpc.py::test_garbage_bytes_on_the_grpc_port_do_not_take_it_down",
+        ),
+    ),
+    # -- security ------------------------------------------------------------------------------------------
+    Scenario(
+        "security",
+        "loopback by default",
+        "defaults of both CLIs and of a run's embedded collector + local exporter; bound sockets read with psutil",
+        "every listening socket is 127.0.0.1 (or ::ffff:127.0.0.1)",
+        (
+            I + "test_reliability_security.py::test_exporter_and_collector_defaults_are_loopback",
+            I + "test_reliability_security.py::test_exporter_cli_with_default_addresses_binds_loopback_only",
+            I + "test_reliability_security.py::test_collector_cli_with_default_addresses_binds_loopback_only",
+            I + "test_reliability_security.py::test_a_runs_embedded_collector_and_local_exporter_bind_loopback",
+        ),
+    ),
+    Scenario(
+        "security",
+        "auth token and TLS",
+        "no/wrong token; TLS with and without client trust; half a TLS config",
+        "UNAUTHENTICATED; plaintext fails against TLS; config errors exit 2",
+        (
+            I + "test_exporter_security.py::test_calls_without_the_token_are_unauthenticated",
+            I + "test_exporter_security.py::test_calls_with_the_token_work",
+            I + "test_exporter_security.py::test_tls_secure_channel_works_and_plaintext_fails",
+            I + "test_exporter_security.py::test_tls_with_auth",
+            I + "test_exporter_security.py::test_half_a_tls_configuration_is_a_config_error",
+        ),
+    ),
+    Scenario(
+        "security",
+        "secrets never leave the process",
+        "canaries as HF token file, api_key model arg, OPENAI_API_KEY (in the prompt too); --debug subprocess run",
+        "absent from every file (report.html included), stdout/stderr, --debug logs and raw OTLP payloads",
+        (
+            I + "test_telemetry_secrets.py::test_canaries_never_leave_the_process",
+            I + "test_reliability_faults.py::test_credentials_absent_from_debug_logs_and_report",
+            I + "test_runner_outputs.py::test_no_secret_in_any_output",
+        ),
+    ),
+    Scenario(
+        "security",
+        "CodeAgent code escapes",
+        "scripted model code: open('/etc/passwd'), open(secret outside), os.system, subprocess, __import__('os'), pathlib, builtins.open, globals()['__builtins__']",
+        "InterpreterError inside the agent, shown to the model; task failed (max_steps); no file read, no process spawned",
+        (
+            I + "test_reliability_security.py::test_code_agent_code_cannot_read_files_import_or_spawn",
+            I + "test_reliability_security.py::test_code_agent_errors_name_the_refusal",
+        ),
+    ),
+    # -- load -------------------------------------------------------------------------------------------------
+    Scenario(
+        "load",
+        "exporter: 16 concurrent runs, 8 GPUs, 50 ms",
+        "real exporter process, churning runs, heartbeats, WatchRun",
+        "no RSS/thread growth; summaries consistent",
+        ("load:exporter",),
+    ),
+]
