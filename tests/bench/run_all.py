@@ -9,6 +9,7 @@ Benchmarks (all with `--backend simulated:8`, on 127.0.0.1 with port 0):
   rss        RSS growth over a soak with a run at 50 ms                     target < 5 MB over 10 min
   runner     smoltrace-eval active phase vs ideal, 48 executions, 50 ms fake latency, 1/4/8 workers
                                                                             target <= 1.15 x at 8 workers
+  collector  OTLP/gRPC ingest, batches of 512 spans                         target >= 20,000 spans/s
 
 The soak lasts 60 s by default; `make bench BENCH_ARGS="--soak-seconds 600"` gives the full
 10-minute figure. This reports, it does not gate: the exit status is 0 even when a target is
@@ -34,7 +35,7 @@ import psutil
 
 import smoltrace_gpu_exporter
 
-from . import bench_cpu, bench_roundtrip, bench_rss, bench_runner, bench_scrape
+from . import bench_collector, bench_cpu, bench_roundtrip, bench_rss, bench_runner, bench_scrape
 from ._harness import Result, exporter_command
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], Result]] = {
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], Result]] = {
     bench_roundtrip.NAME: lambda a: bench_roundtrip.run(iterations=a.iterations),
     bench_rss.NAME: lambda a: bench_rss.run(soak_s=a.soak_seconds),
     bench_runner.NAME: lambda a: bench_runner.run(),
+    bench_collector.NAME: lambda a: bench_collector.run(),
 }
 
 
