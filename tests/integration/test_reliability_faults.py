@@ -326,7 +326,7 @@ KILL_POINTS = [pytest.param(2, True, id="k2-otel")] + [
 
 
 def weather_tasks(tmp_path: Path, n: int) -> tuple[Path, Script, list[str]]:
-    rows, script = [], Script(latency_s=0.05)
+    rows, script = [], Script(latency_s=0.12)  # a wide enough window to kill mid-run on a loaded machine
     for i in range(n):
         city = CITIES[i % len(CITIES)]
         prompt = f"Task {i:02d}: what's the weather in {city}?"

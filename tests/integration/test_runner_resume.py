@@ -50,6 +50,7 @@ def checkpoint_lines(run_dir: Path) -> int:
 
 def test_resume_after_kill(tmp_path: Path) -> None:
     dataset, script, uids = weather_tasks(tmp_path)
+    script.latency_s = 0.15  # a run of ~4 s: the kill lands mid-run even on a loaded machine
     out = tmp_path / "out"
     token_file = tmp_path / "token"
     token_file.write_text(HF_SECRET, "utf-8")
@@ -169,6 +170,7 @@ def test_torn_checkpoint_line_is_ignored(openai_server, tmp_path: Path) -> None:
 def test_ctrl_c_keeps_finished_work_and_resume_completes(tmp_path: Path) -> None:
     """SIGINT: exit 130, the finished executions are saved, and --resume runs only the rest."""
     dataset, script, uids = weather_tasks(tmp_path)
+    script.latency_s = 0.25  # a run of ~3 s: the signal lands mid-run even on a loaded machine
     out = tmp_path / "out"
     with FakeOpenAIServer(script) as server:
         args = [
