@@ -31,6 +31,10 @@ _TRACE_OK = ExportTraceServiceResponse().SerializeToString()
 _METRICS_OK = ExportMetricsServiceResponse().SerializeToString()
 
 
+def _count_spans(resource_spans: Any) -> int:
+    return sum(len(ss.spans) for ss in resource_spans.scope_spans)
+
+
 def _count_points(resource_metrics: Any) -> int:
     n = 0
     for sm in resource_metrics.scope_metrics:
@@ -56,41 +60,28 @@ class OtlpIngest:
 
     def traces(self, payload: bytes) -> bytes:
         request = ExportTraceServiceRequest.FromString(payload)
-        groups: dict[str, list[Any]] = {}
-        spans: dict[str, int] = {}
-        for rs in request.resource_spans:
-            run_id = resource_run_id(rs.resource.attributes)
-            groups.setdefault(run_id, []).append(rs)
-            spans[run_id] = spans.get(run_id, 0) + sum(len(ss.spans) for ss in rs.scope_spans)
-        if len(groups) == 1:
-            (run_id,) = groups
-            self.store.add("traces", run_id, payload, spans=spans[run_id])
-        else:
-            for run_id, items in groups.items():
-                part = ExportTraceServiceRequest(resource_spans=items).SerializeToString()
-                self.store.add("traces", run_id, part, spans=spans[run_id])
-        if self.forwarder is not None:
-            self.forwarder.submit("traces", payload)
+        self._store("traces", payload, request.resource_spans, ExportTraceServiceRequest, "resource_spans", _count_spans)
         return _TRACE_OK
 
     def metrics(self, payload: bytes) -> bytes:
         request = ExportMetricsServiceRequest.FromString(payload)
-        groups: dict[str, list[Any]] = {}
-        points: dict[str, int] = {}
-        for rm in request.resource_metrics:
-            run_id = resource_run_id(rm.resource.attributes)
-            groups.setdefault(run_id, []).append(rm)
-            points[run_id] = points.get(run_id, 0) + _count_points(rm)
-        if len(groups) == 1:
-            (run_id,) = groups
-            self.store.add("metrics", run_id, payload, data_points=points[run_id])
-        else:
-            for run_id, items in groups.items():
-                part = ExportMetricsServiceRequest(resource_metrics=items).SerializeToString()
-                self.store.add("metrics", run_id, part, data_points=points[run_id])
-        if self.forwarder is not None:
-            self.forwarder.submit("metrics", payload)
+        self._store("metrics", payload, request.resource_metrics, ExportMetricsServiceRequest, "resource_metrics", _count_points)
         return _METRICS_OK
+
+    def _store(self, kind: str, payload: bytes, resources: Any, request_type: Any, field: str, count: Callable[[Any], int]) -> None:
+        """Group the request's resources by run.id; one run: keep the bytes as received, else split."""
+        groups: dict[str, list[Any]] = {}
+        counts: dict[str, int] = {}
+        for resource in resources:
+            run_id = resource_run_id(resource.resource.attributes)
+            groups.setdefault(run_id, []).append(resource)
+            counts[run_id] = counts.get(run_id, 0) + count(resource)
+        unit = "spans" if kind == "traces" else "data_points"
+        for run_id, items in groups.items():
+            part = payload if len(groups) == 1 else request_type(**{field: items}).SerializeToString()
+            self.store.add(kind, run_id, part, **{unit: counts[run_id]})
+        if self.forwarder is not None:
+            self.forwarder.submit(kind, payload)
 
 
 def _unary(handler: Callable[[bytes], bytes], stats: ReceiverStats) -> grpc.RpcMethodHandler:
