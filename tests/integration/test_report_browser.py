@@ -133,6 +133,8 @@ def test_sorting_and_trace_links(tmp_path: Path, open_report: Callable[..., Open
     assert column(2)[:2] == ["FAIL", "FAIL"]
     page.locator("a.task-id", has_text="code_square_root").click()
     details = page.locator("details#trace-4")
+    # the link's handler opens the trace after the navigation to its anchor: wait for it
+    page.wait_for_function("document.getElementById('trace-4').open === true", timeout=5000)
     assert details.get_attribute("open") is not None
     assert details.locator(".wf-row").first.is_visible()
     opened.assert_clean()
