@@ -27,5 +27,4 @@ def sampler(nvml: FakeNvml, clock: FakeClock) -> Sampler:
 @pytest.fixture
 def registry(sampler: Sampler, clock: FakeClock) -> RunRegistry:
     reg = RunRegistry(sampler, clock=clock)
-    sampler._interval_source = reg.min_interval_s
     return reg

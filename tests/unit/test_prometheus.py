@@ -36,7 +36,6 @@ class Exporter:
         self.nvml = nvml
         self.sampler = Sampler(nvml, clock=clock, wall_clock_ns=lambda: WALL_NS)
         self.registry = RunRegistry(self.sampler, defaults, clock=clock)
-        self.sampler._interval_source = self.registry.min_interval_s
         self.publisher = OtlpPublisher(self.registry.active_runs, simulated=nvml.simulated)
         self.collector = ExporterCollector(self.sampler, self.registry, self.publisher, defaults)
         self.prom_registry = make_registry(self.collector)

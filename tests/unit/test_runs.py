@@ -237,7 +237,6 @@ def test_lease_expiry_with_a_fake_clock(registry: RunRegistry, clock: FakeClock)
 def test_lease_expiry_with_the_real_sampler_thread() -> None:
     sampler = Sampler(FakeNvml(1), idle_interval_s=30.0)
     registry = RunRegistry(sampler)
-    sampler._interval_source = registry.min_interval_s
     sampler.start()
     try:
         run = start(registry, "client-vanished", lease_seconds=1, interval_ms=100)

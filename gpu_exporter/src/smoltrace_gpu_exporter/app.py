@@ -45,7 +45,6 @@ class ExporterApp:
         )
         self.sampler = Sampler(self.backend, idle_interval_s=config.idle_interval_ms / 1000.0)
         self.registry = RunRegistry(self.sampler, self.defaults)
-        self.sampler._interval_source = self.registry.min_interval_s
         self.publisher = OtlpPublisher(
             self.registry.active_runs,
             simulated=self.backend.simulated,

@@ -509,6 +509,7 @@ class RunRegistry:
         self.runs_expired = 0
         sampler.add_listener(self)
         sampler.add_hook(self)
+        sampler.set_interval_source(self.min_interval_s)
 
     def set_finalizer(self, finalizer: RunFinalizer) -> None:
         self._finalizer = finalizer

@@ -142,6 +142,10 @@ class Sampler:
     def add_hook(self, hook: TickHook) -> None:
         self._hooks.append(hook)
 
+    def set_interval_source(self, source: Callable[[], float | None]) -> None:
+        """What decides the interval while runs are live (None = idle interval)."""
+        self._interval_source = source
+
     @property
     def latest(self) -> Snapshot:
         return self._latest
@@ -323,7 +327,7 @@ class Sampler:
                 interval = self.current_interval_s()
                 next_sweep = max(next_sweep + interval, self._clock())
             else:  # woken early: the interval may have shrunk
-                next_sweep = min(next_sweep, self._last_sweep_mono() + self.current_interval_s())
+                next_sweep = min(next_sweep, self._latest.monotonic + self.current_interval_s())
             for hook in self._hooks:
                 try:
                     hook.on_tick(self._clock())
@@ -338,9 +342,6 @@ class Sampler:
             if timeout > 0:
                 self._wake.wait(timeout)
             self._wake.clear()
-
-    def _last_sweep_mono(self) -> float:
-        return self._latest.monotonic
 
     def start(self) -> None:
         if self._thread is not None:

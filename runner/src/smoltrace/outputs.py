@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic, write_text_atomic  # noqa: F401 - re-exported
+from .atomic import write_json_atomic  # noqa: F401 - re-exported for evaluate and merge
 from .executor import TaskResult
 
 RESULTS = "results.json"
