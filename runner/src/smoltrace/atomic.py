@@ -9,7 +9,22 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def current_umask() -> int:
+    """The process umask: from /proc (Linux) without touching it, else set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o666) -> None:
+    """`mode` is filtered by the umask like any created file (0644 under 022, 0600 under 077)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -17,7 +32,7 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes 0600; outputs are for the user's tools too
+        os.chmod(tmp, mode & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .tool_root import ToolRootError, check_tool_root
 
 PROVIDERS = ("litellm", "inference", "transformers", "ollama")
 AGENT_TYPES = ("tool", "code", "both")
@@ -149,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--agent-type", choices=AGENT_TYPES, default="both", help="default both")
     a.add_argument("--max-steps", type=int, default=6, help="agent step budget (default 6)")
     a.add_argument("--enable-tools", nargs="+", metavar="TOOL", help=f"optional tools: {', '.join(OPTIONAL_TOOLS)}")
-    a.add_argument("--working-directory", help="sandbox folder for the file tools (default: the current folder)")
+    a.add_argument(
+        "--working-directory",
+        help="folder the file tools may use (required with read_file, write_file, list_directory; not the output folder, home or a credentials folder)",
+    )
     a.add_argument("--prompt-yml", help="YAML with max_steps, instructions, system_prompt, prompt_templates, ...")
     a.add_argument("--additional-imports", nargs="+", metavar="MODULE", help="modules a CodeAgent may import")
     d = p.add_argument_group("tasks")
@@ -241,6 +245,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError(f"--enable-tools: unknown tool(s) {', '.join(unknown)}; available: {', '.join(OPTIONAL_TOOLS)}")
     if args.working_directory is not None and not Path(args.working_directory).is_dir():
         raise ConfigError(f"--working-directory {args.working_directory}: not a folder")
+    try:
+        check_tool_root(tools, args.working_directory, args.output_dir, extra_protected=[args.hf_token_file])
+    except ToolRootError as err:
+        raise ConfigError(str(err)) from err
     if args.hf_token_file is not None and not Path(args.hf_token_file).is_file():
         raise ConfigError(f"--hf-token-file {args.hf_token_file}: no such file")
     if args.gpu_exporter is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", args.gpu_exporter):

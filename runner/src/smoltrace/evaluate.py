@@ -272,7 +272,7 @@ class Evaluation:
             return None
         from .tools import optional_tools
 
-        root = (settings.working_directory or Path.cwd()).resolve()
+        root = settings.working_directory.resolve() if settings.working_directory else None
         names = self.config.enable_tools
         imports = settings.authorized_imports()
         return lambda tool_log: optional_tools(names, root, imports, tool_log)

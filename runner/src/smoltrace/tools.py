@@ -284,14 +284,17 @@ class ListDirectoryTool(_SandboxedTool):
         return "\n".join(f"{e.name}{'/' if e.is_dir() else ''}" for e in entries) or "(empty)"
 
 
-def optional_tools(names: tuple[str, ...], root: Path, authorized_imports: list[str], log: ToolCallLog | None = None) -> list[Tool]:
+def optional_tools(names: tuple[str, ...], root: Path | None, authorized_imports: list[str], log: ToolCallLog | None = None) -> list[Tool]:
+    """The --enable-tools tools; the file tools need a root (never a default: see tool_root)."""
     tools: list[Tool] = []
     for name in names:
-        if name == "read_file":
+        if name in ("read_file", "write_file", "list_directory") and root is None:
+            raise ValueError(f"{name} needs a working directory")
+        if name == "read_file" and root is not None:
             tools.append(ReadFileTool(root, log))
-        elif name == "write_file":
+        elif name == "write_file" and root is not None:
             tools.append(WriteFileTool(root, log))
-        elif name == "list_directory":
+        elif name == "list_directory" and root is not None:
             tools.append(ListDirectoryTool(root, log))
         elif name == "python_interpreter":
             from smolagents import PythonInterpreterTool
