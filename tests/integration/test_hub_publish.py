@@ -53,7 +53,7 @@ def test_a_run_publishes_four_loadable_private_datasets(runner_env: None, fake_h
     assert results[0]["trace_id"] == local[0]["trace_id"] and results[0]["tools_used"] == local[0]["tools_used"]
     traces = load(names["traces"], hub.token)
     assert {t["trace_id"] for t in traces} == {r["trace_id"] for r in local}
-    assert json.loads(traces[0]["spans"][0]["attributes"])  # span attributes as JSON text
+    assert isinstance(traces[0]["spans"][0]["attributes"], dict)  # span attributes as a struct
     (placeholder,) = load(names["metrics"], hub.token)  # API model: one row, GPU columns null
     assert placeholder["run_id"] == local[0]["run_id"] and placeholder["gpu_id"] is None and placeholder["gpu_power_watts"] is None
     board = load(names["leaderboard"], hub.token)

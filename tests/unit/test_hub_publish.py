@@ -19,7 +19,7 @@ from smoltrace.hub import (
     parquet_bytes,
     run_timestamp,
     to_table,
-    trace_rows,
+    traces_table,
 )
 
 META = {"run_id": "run-1", "model": "openai/x", "provider": "litellm", "agent_type": "both", "started_at": "2026-11-26T12:00:05Z"}
@@ -74,11 +74,30 @@ def test_traces_keep_spans_with_json_attributes() -> None:
             }
         ],
     }
-    table = to_table(trace_rows([doc]), TRACES_SCHEMA)
-    span = table.column("spans").to_pylist()[0][0]
-    assert span["name"] == "test_evaluation"
-    assert span["attributes"] == '{"test.id": "t", "n": 3}'
-    assert span["status_code"] == "OK"
+    second = {
+        **doc["spans"][0],
+        "span_id": "c" * 16,
+        "parent_span_id": "b" * 16,
+        "name": "completion",
+        "attributes": {"n": 2.5, "flag": True, "tools": ("a", "b"), "mixed": 1},
+        "status": {"code": "ERROR", "description": "boom"},
+        "events": [{"name": "exception", "timestamp": 3, "attributes": {"exception.type": "ValueError"}}],
+        "links": [{"trace_id": "d" * 32, "span_id": "e" * 16}],
+        "resource": {"attributes": {"run.id": "run-1", "k8s.pod.name": "p-0"}},
+    }
+    doc["spans"][0]["attributes"]["mixed"] = "text"
+    doc["spans"].append(second)
+    table = pq.read_table(io.BytesIO(parquet_bytes(traces_table([doc]))))
+    root, child = table.column("spans").to_pylist()[0]
+    assert root["name"] == "test_evaluation"
+    # attributes are a struct (a dict when read back), keys unified over the run, one type per key
+    assert root["attributes"] == {"test.id": "t", "n": 3.0, "flag": None, "tools": None, "mixed": "text"}
+    assert child["attributes"] == {"test.id": None, "n": 2.5, "flag": True, "tools": ["a", "b"], "mixed": "1"}
+    assert root["status"] == {"code": "OK", "description": None} and child["status"] == {"code": "ERROR", "description": "boom"}
+    assert child["events"] == [{"name": "exception", "timestamp": 3, "attributes": {"exception.type": "ValueError"}}]
+    assert child["links"][0]["span_id"] == "e" * 16
+    assert child["resource"]["attributes"] == {"run.id": "run-1", "k8s.pod.name": "p-0"}
+    assert root["kind"] == "INTERNAL"
 
 
 def test_parquet_round_trip_of_an_empty_metrics_table() -> None:

@@ -19,7 +19,9 @@ DESCRIPTIONS = {
     "(tools used, steps, answer), whether it succeeded and why not, tokens, cost, duration, and the GPU energy "
     "and CO2 the task used. `trace_id`/`span_id` link each row to its trace in the traces dataset.",
     "traces": "One row per OpenTelemetry trace of a smoltrace evaluation run (one trace per task execution). "
-    "`spans` holds every span; span attributes and events are JSON strings. Ids are W3C hex.",
+    "`spans` holds every span as TraceMind UI reads it: `attributes` (and the attributes of events, links and the "
+    "resource) are structs with one field per attribute key seen in the run (null where a span lacks it), "
+    "`status` is `{code, description}`, `kind` the OpenTelemetry span kind. Ids are W3C hex.",
     "metrics": "GPU metrics of a smoltrace evaluation run, one row per GPU per sample: utilisation, memory, "
     "temperature, power, and the cumulative energy, CO2 and electricity cost since the run started. When the run "
     "measured no GPU (API models, machines without a GPU) it holds a single row whose GPU columns are null.",
@@ -28,14 +30,16 @@ DESCRIPTIONS = {
 }
 
 
-def _type(kind: pa.DataType) -> str:
+def _type(kind: pa.DataType, name: str = "") -> str:
+    if name == "attributes" and pa.types.is_struct(kind):
+        return f"struct of {kind.num_fields} attribute keys"
     if pa.types.is_list(kind):
         value = kind.value_type
         if pa.types.is_struct(value):
-            return "list of struct(" + ", ".join(f"{f.name}: {_type(f.type)}" for f in value) + ")"
+            return "list of struct(" + ", ".join(f"{f.name}: {_type(f.type, f.name)}" for f in value) + ")"
         return f"list of {_type(value)}"
     if pa.types.is_struct(kind):
-        return "struct(" + ", ".join(f"{f.name}: {_type(f.type)}" for f in kind) + ")"
+        return "struct(" + ", ".join(f"{f.name}: {_type(f.type, f.name)}" for f in kind) + ")"
     return {"int64": "int64", "double": "float64", "bool": "bool", "string": "string"}.get(str(kind), str(kind))
 
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .cards import render_card
+from .trace_schema import span_type, span_value
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +90,6 @@ RESULTS_SCHEMA = pa.schema(
         ("end_time_unix_nano", pa.int64()),
     ]
 )
-SPAN_TYPE = pa.struct(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.string()),
-        ("start_time", pa.int64()),
-        ("end_time", pa.int64()),
-        ("duration_ms", pa.float64()),
-        ("status_code", pa.string()),
-        ("status_description", pa.string()),
-        ("scope", pa.string()),
-        ("attributes", pa.string()),  # JSON object
-        ("events", pa.string()),  # JSON list
-    ]
-)
 TRACES_SCHEMA = pa.schema(
     [
         ("trace_id", pa.string()),
@@ -123,7 +107,8 @@ TRACES_SCHEMA = pa.schema(
         ("total_cost_usd", pa.float64()),
         ("start_time", pa.int64()),
         ("end_time", pa.int64()),
-        ("spans", pa.list_(SPAN_TYPE)),
+        ("incomplete", pa.bool_()),
+        ("spans", pa.list_(span_type([]))),  # attribute structs: see traces_schema
     ]
 )
 METRICS_SCHEMA = pa.schema(
@@ -210,30 +195,22 @@ def to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def trace_rows(traces: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    out = []
+def traces_schema(traces: Sequence[Mapping[str, Any]]) -> pa.Schema:
+    """TRACES_SCHEMA with the span struct of these traces (attribute keys unified over the run)."""
+    spans = span_type([s for doc in traces for s in doc.get("spans") or []])
+    return TRACES_SCHEMA.set(TRACES_SCHEMA.get_field_index("spans"), pa.field("spans", pa.list_(spans)))
+
+
+def traces_table(traces: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """The traces dataset: one row per trace document, spans as TraceMind reads them."""
+    schema = traces_schema(traces)
+    spans = schema.field("spans").type.value_type
+    rows = []
     for doc in traces:
         row = {k: doc.get(k) for k in TRACES_SCHEMA.names if k != "spans"}
-        row["spans"] = [
-            {
-                "trace_id": s.get("trace_id"),
-                "span_id": s.get("span_id"),
-                "parent_span_id": s.get("parent_span_id"),
-                "name": s.get("name"),
-                "kind": s.get("kind"),
-                "start_time": s.get("start_time"),
-                "end_time": s.get("end_time"),
-                "duration_ms": s.get("duration_ms"),
-                "status_code": (s.get("status") or {}).get("code"),
-                "status_description": (s.get("status") or {}).get("description"),
-                "scope": s.get("scope"),
-                "attributes": json.dumps(s.get("attributes") or {}, default=str, ensure_ascii=False),
-                "events": json.dumps(s.get("events") or [], default=str, ensure_ascii=False),
-            }
-            for s in doc.get("spans") or []
-        ]
-        out.append(row)
-    return out
+        row["spans"] = [span_value(s, spans) for s in doc.get("spans") or []]
+        rows.append(row)
+    return to_table(rows, schema)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -398,7 +375,7 @@ class HubPublisher:
             )
             tables = {"results": to_table(results, RESULTS_SCHEMA), "metrics": to_table(metric_rows, METRICS_SCHEMA)}
             if traces:
-                tables["traces"] = to_table(trace_rows(traces), TRACES_SCHEMA)
+                tables["traces"] = traces_table(traces)
             for kind, table in tables.items():
                 card = render_card(kind, table, metadata, names)
                 files = {DATA_FILE: parquet_bytes(table), "README.md": card.encode("utf-8")}

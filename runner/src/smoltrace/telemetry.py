@@ -102,8 +102,35 @@ class Redactor:
         return out
 
 
+def usage_attributes(attrs: Attributes) -> dict[str, Any]:
+    """A model span's attributes with the current GenAI names added to the OpenInference ones:
+    `gen_ai.usage.input_tokens`/`output_tokens`, `gen_ai.request.model`, and the call's price
+    from litellm's cost map as `gen_ai.usage.cost.total` (what TraceMind UI shows)."""
+    out = dict(attrs or {})
+    if out.get("openinference.span.kind") != "LLM":
+        return out
+    prompt, completion = out.get("llm.token_count.prompt"), out.get("llm.token_count.completion")
+    model = out.get("llm.model_name")
+    if isinstance(prompt, int):
+        out.setdefault("gen_ai.usage.input_tokens", prompt)
+    if isinstance(completion, int):
+        out.setdefault("gen_ai.usage.output_tokens", completion)
+    if isinstance(model, str) and model:
+        out.setdefault("gen_ai.request.model", model)
+    if "gen_ai.usage.cost.total" not in out and isinstance(prompt, int) and isinstance(completion, int):
+        cost = out.get("llm.cost.total")
+        if not isinstance(cost, int | float) or isinstance(cost, bool):
+            from .costs import token_cost
+
+            cost = token_cost(model, prompt, completion) if isinstance(model, str) else None
+        if cost is not None:
+            out["gen_ai.usage.cost.total"] = float(cost)
+    return out
+
+
 class RedactingSpanExporter(SpanExporter):
-    """Redacts and caps attributes before handing spans to the real exporter."""
+    """Redacts and caps attributes (and adds the GenAI usage names) before handing spans to the
+    real exporter."""
 
     def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
         self._inner = inner
@@ -119,7 +146,7 @@ class RedactingSpanExporter(SpanExporter):
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=r.attributes(span.attributes),
+            attributes=r.attributes(usage_attributes(span.attributes)),
             events=events,
             links=span.links,
             kind=span.kind,
@@ -329,12 +356,6 @@ def _genai_processors() -> list[Any]:
         processors.append(UsageHolderSpanProcessor())
     except Exception:
         log.debug("no genai_otel usage holder", exc_info=True)
-    try:
-        from genai_otel.cost_enrichment_processor import CostEnrichmentSpanProcessor
-
-        processors.append(CostEnrichmentSpanProcessor())
-    except Exception:
-        log.debug("no genai_otel cost enrichment", exc_info=True)
     return processors
 
 

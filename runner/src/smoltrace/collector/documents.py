@@ -101,7 +101,7 @@ def spans_from_requests(payloads: Iterable[bytes]) -> list[dict[str, Any]]:
                                 {"name": e.name, "timestamp": e.time_unix_nano, "attributes": attributes(e.attributes)} for e in span.events
                             ],
                             "links": [{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex()} for link in span.links],
-                            "status": {"code": _STATUS.get(span.status.code, "UNSET"), "description": span.status.message},
+                            "status": {"code": _STATUS.get(span.status.code, "UNSET"), "description": span.status.message or None},
                             "scope": scope,
                             "resource": {"attributes": resource},
                         }
