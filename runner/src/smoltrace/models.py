@@ -369,15 +369,16 @@ def preflight(spec: ModelSpec, timeout: float = 5.0) -> str:
 
 
 def warm_up(spec: ModelSpec, model: Any) -> None:
-    """Pay one-time costs before the active phase: smolagents imports torch for the first
-    non-text final answer, litellm imports its provider code on the first call (a mock
-    completion, no network). Never raises."""
+    """Pay one-time costs before the active phase: litellm imports its provider code on the
+    first call (a mock completion, no network). smolagents would import torch for the first
+    non-text final answer: the output-type guard keeps torch out of runs that have not loaded
+    it (API models). Never raises."""
     try:
-        from smolagents.agent_types import handle_agent_output_types
+        from .output_types import guard_output_types
 
-        handle_agent_output_types(0)
+        guard_output_types()
     except Exception:
-        log.debug("warm-up of smolagents output types failed", exc_info=True)
+        log.debug("smolagents output-type guard failed", exc_info=True)
     if spec.provider not in ("litellm", "ollama"):
         return
     try:
