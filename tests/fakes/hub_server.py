@@ -14,7 +14,10 @@ A real HTTP/1.1 server on 127.0.0.1, port 0, that speaks enough of the Hub API f
 Repos live in memory: every commit stores a full snapshot {path: bytes}, so any commit sha stays
 readable as a revision. Only the "main" branch exists (plus commit shas as revisions); a new repo
 gets an "initial commit" with a `.gitattributes`, like the real Hub. The preupload endpoint answers
-uploadMode "regular" for every file, so no LFS or Xet transfer is ever needed.
+uploadMode "regular" for every file, so no LFS or Xet transfer is needed, unless the hub is made
+with `lfs_suffixes` (e.g. (".parquet",), as the real Hub's .gitattributes does): those files are
+"lfs", uploaded through the LFS batch API and a "basic" PUT, and committed as `lfsFile` (what
+`datasets.push_to_hub` needs: it deletes its temporary Parquet file after the LFS upload).
 
 Access rules follow the Hub: reads of public repos need no token; a private repo read without a
 token gets 401 (X-Error-Code RepoNotFound), with another user's token 404; unknown repos get 404
@@ -36,6 +39,8 @@ Routes (the names accepted by `inject_failure` and `count`):
     list_commits    GET  /api/{type}s/{repo_id}/commits/{rev}
     validate_yaml   POST /api/validate-yaml
     resolve         HEAD/GET /[datasets/]{repo_id}/resolve/{rev}/{path} (Range supported)
+    lfs_batch       POST /[datasets/]{repo_id}.git/info/lfs/objects/batch (only with lfs_suffixes)
+    lfs_upload      PUT  /lfs-upload/{sha256}                            (the "basic" transfer)
 
 Anything else answers 404 (e.g. the parquet export under `refs/convert/parquet` is a
 RevisionNotFound, like a repo the Hub never converted).
@@ -77,6 +82,8 @@ ROUTES = (
     "list_commits",
     "validate_yaml",
     "resolve",
+    "lfs_batch",
+    "lfs_upload",
 )
 _REPO_ACTIONS = {"revision", "tree", "paths-info", "preupload", "commit", "refs", "commits", "settings", "resolve"}
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -204,7 +211,10 @@ class FakeHub:
         tokens: dict[str, str] | None = None,
         orgs: dict[str, list[str]] | None = None,
         host: str = "127.0.0.1",
+        lfs_suffixes: tuple[str, ...] = (),
     ) -> None:
+        self.lfs_suffixes = tuple(lfs_suffixes)
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 hex -> content, uploaded but maybe not committed yet
         self.tokens: dict[str, str] = dict(tokens) if tokens is not None else {DEFAULT_TOKEN: DEFAULT_USER}
         self.orgs: dict[str, set[str]] = {k: set(v) for k, v in (orgs or {}).items()}
         self.host = host
@@ -547,6 +557,15 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "settings" and m == "PUT" and not tail:
                 return "repo_settings", self._settings, (repo_type, repo_id)
             return None, None, ()
+        if m == "POST" and segs[-4:] == ["info", "lfs", "objects", "batch"] and segs[-5].endswith(".git"):
+            head = segs[:-4]
+            repo_type = "model"
+            if head and head[0] in ("datasets", "models"):
+                repo_type, head = head[0][:-1], head[1:]
+            head[-1] = head[-1][: -len(".git")]
+            return "lfs_batch", self._lfs_batch, (repo_type, "/".join(head))
+        if m == "PUT" and len(segs) == 2 and segs[0] == "lfs-upload":
+            return "lfs_upload", self._lfs_upload, (segs[1],)
         if "resolve" in segs and m in ("GET", "HEAD"):
             idx = segs.index("resolve")
             head = segs[:idx]
@@ -771,15 +790,34 @@ class _Handler(BaseHTTPRequestHandler):
         files = []
         for item in payload.get("files", []):
             existing = commit.files.get(item["path"])
-            files.append(
-                {
-                    "path": item["path"],
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": git_blob_sha(existing) if existing is not None else None,
-                }
-            )
+            lfs = item["path"].endswith(self.hub.lfs_suffixes) if self.hub.lfs_suffixes else False
+            oid = None if existing is None else hashlib.sha256(existing).hexdigest() if lfs else git_blob_sha(existing)
+            files.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
         self._json(200, {"files": files, "commitOid": commit.oid})
+
+    def _lfs_batch(self, user: str | None, body: bytes, repo_type: str, repo_id: str) -> None:
+        with self.hub._lock:
+            self._writable_repo(user, repo_type, repo_id)
+        payload = json.loads(body or b"{}")
+        if payload.get("operation") != "upload" or "basic" not in payload.get("transfers", ["basic"]):
+            raise HubError(422, "FakeHub supports only the basic LFS upload transfer")
+        objects = []
+        for item in payload.get("objects", []):
+            oid, size = str(item["oid"]), int(item["size"])
+            entry: dict[str, Any] = {"oid": oid, "size": size}
+            with self.hub._lock:
+                present = oid in self.hub.lfs_objects
+            if not present:
+                entry["actions"] = {"upload": {"href": f"{self._base()}/lfs-upload/{oid}", "header": {}}}
+            objects.append(entry)
+        self._json(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def _lfs_upload(self, user: str | None, body: bytes, oid: str) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(400, f"the uploaded content does not hash to {oid}")
+        with self.hub._lock:
+            self.hub.lfs_objects[oid] = body
+        self._send(200)
 
     def _commit(self, user: str | None, body: bytes, repo_type: str, repo_id: str, revision: str) -> None:
         if self._query.get("create_pr", ["0"])[0] not in ("0", "", "false"):
@@ -797,6 +835,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif key == "file":
                 content = value.get("content", "")
                 adds[value["path"]] = base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
+            elif key == "lfsFile":
+                with self.hub._lock:
+                    content = self.hub.lfs_objects.get(value.get("oid", ""))
+                if content is None:
+                    raise HubError(422, f"LFS object {value.get('oid')} of {value.get('path')} was never uploaded")
+                adds[value["path"]] = content
             elif key in ("deletedFile", "deletedFolder"):
                 deletes.append(value["path"].rstrip("/") + ("/" if key == "deletedFolder" else ""))
             else:

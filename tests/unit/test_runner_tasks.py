@@ -204,10 +204,6 @@ def test_load_tasks_names(tmp_path: Path) -> None:
         load_tasks(str(tmp_path / "missing.jsonl"))
     with pytest.raises(DatasetError, match="not a local"):
         load_tasks("just-a-word")
-    with pytest.raises(DatasetError, match="dataset-revision"):
-        load_tasks("owner/name")  # a Hub id needs a pinned revision
-    with pytest.raises(DatasetError, match="40-character"):
-        load_tasks("owner/name", revision="main")
 
 
 def test_the_digest_changes_with_the_content(tmp_path: Path) -> None:

@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--additional-imports", nargs="+", metavar="MODULE", help="modules a CodeAgent may import")
     d = p.add_argument_group("tasks")
     d.add_argument("--dataset-name", default=DEFAULT_DATASET, help="'default' (built-in tasks), a .json/.jsonl file, or a Hub dataset id")
-    d.add_argument("--dataset-revision", help="commit SHA of a Hub dataset (required for Hub datasets)")
+    d.add_argument(
+        "--dataset-revision", help="branch, tag or commit of a Hub dataset (default: its main branch; the commit used is recorded)"
+    )
     d.add_argument("--split", default="train", help="split / key to read (default train)")
     d.add_argument("--difficulty", choices=("easy", "medium", "hard"), help="only tasks of this difficulty")
     d.add_argument("--limit", type=int, help="at most N tasks per agent type")

@@ -345,6 +345,8 @@ def resume_config(run_dir: Path, cli: EvalConfig) -> EvalConfig:
     stored["additional_imports"] = tuple(stored.get("additional_imports") or ())
     stored["shard"] = tuple(stored["shard"]) if stored.get("shard") else None
     base = EvalConfig(**{k: v for k, v in stored.items() if k in EvalConfig.__dataclass_fields__})
+    if meta.get("dataset_revision"):  # the commit the run read, whatever branch or tag it was named by
+        base = replace(base, dataset_revision=meta["dataset_revision"])
     if any(v == "[REDACTED]" for v in base.model_args.values()):
         base = replace(base, model_args={k: v for k, v in base.model_args.items() if v != "[REDACTED]"} | cli.model_args)
     return replace(

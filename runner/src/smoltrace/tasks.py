@@ -7,7 +7,8 @@ Schema (SMOLTRACE's, plus two fields): `id`, `prompt`, `difficulty` (easy|medium
 (any|all, default any). Unknown fields are kept in `extra` and ignored.
 
 Sources: the default task set shipped in the package (`--dataset-name default`), a local
-`.json` (a list, or a dict of splits) or `.jsonl` file, or a Hub dataset at a pinned revision.
+`.json` (a list, or a dict of splits) or `.jsonl` file, or a Hub dataset (`owner/name`) loaded with
+`datasets.load_dataset` at an optional revision; the commit it resolved to is recorded.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class DatasetError(Exception):
 class TaskSet:
     tasks: tuple[Task, ...]
     source: str  # what the user named
-    revision: str | None  # pinned Hub revision, or None
+    revision: str | None  # the Hub commit read (40-hex), or None for local tasks
     sha256: str  # of the rows as loaded (reproducibility)
 
 
@@ -266,33 +267,41 @@ def load_local(path: Path, split: str = "train") -> TaskSet:
     return TaskSet(tasks, source, None, _digest(tasks))
 
 
-_REVISION = re.compile(r"^[0-9a-f]{40}$")
+def _rows_of(dataset: Any) -> Iterable[tuple[int, Any]]:
+    return enumerate((dict(row) for row in dataset), start=1)
 
 
 def load_hub(repo_id: str, revision: str | None, split: str = "train", token: str | None = None) -> TaskSet:
-    """A Hub dataset repo holding .jsonl/.json task files, pinned to a commit (40-hex revision)."""
-    if not revision:
-        raise DatasetError(repo_id, message="a Hub dataset needs --dataset-revision (a commit SHA) so the run is reproducible")
-    if not _REVISION.match(revision):
-        raise DatasetError(repo_id, message=f"--dataset-revision must be a 40-character commit SHA, got {revision!r}")
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    """A Hub dataset, as SMOLTRACE users have them (`datasets.push_to_hub`: Parquet; or JSON,
+    JSONL, CSV: whatever `datasets` reads), loaded with `datasets.load_dataset` at `revision` (a
+    branch, tag or commit; the default branch when None). The commit actually read is resolved
+    first and recorded, so the run can be repeated exactly without the user typing a SHA."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        files = HfApi(token=token).list_repo_files(repo_id, repo_type="dataset", revision=revision)
+        sha = HfApi(token=token).dataset_info(repo_id, revision=revision).sha
     except RepositoryNotFoundError as err:
         raise DatasetError(repo_id, message="no such dataset on the Hub (or no access with this token)") from err
     except RevisionNotFoundError as err:
-        raise DatasetError(repo_id, message=f"revision {revision} not found") from err
+        raise DatasetError(repo_id, message=f"revision {revision!r} not found (a branch, tag or commit of the dataset)") from err
+    except OfflineModeIsEnabled as err:
+        raise DatasetError(repo_id, message="the Hub is offline here (HF_HUB_OFFLINE); use a local task file") from err
     except (HfHubHTTPError, OSError) as err:
         raise DatasetError(repo_id, message=f"cannot reach the Hub: {err}") from err
-    candidates = sorted(f for f in files if f.endswith((".jsonl", ".json")) and not f.startswith("."))
-    preferred = [f for f in candidates if Path(f).stem.split("-")[0] == split] or [f for f in candidates if split in f] or candidates
-    if not preferred:
-        raise DatasetError(repo_id, message="holds no .jsonl or .json task file")
-    local = Path(hf_hub_download(repo_id, preferred[0], repo_type="dataset", revision=revision, token=token))
-    loaded = load_local(local, split)
-    return TaskSet(loaded.tasks, repo_id, revision, loaded.sha256)
+    if not sha:
+        raise DatasetError(repo_id, message="the Hub did not say which commit the revision is")
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(repo_id, split=split, revision=sha, token=token)
+    except ValueError as err:  # an unknown split, an unreadable data file
+        raise DatasetError(repo_id, message=f"cannot load split {split!r} at {sha[:12]}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # datasets' own errors (no data files, bad format) and network failures
+        first = (str(err).splitlines() or [""])[0]
+        raise DatasetError(repo_id, message=f"cannot load it with datasets at {sha[:12]}: {type(err).__name__}: {first}") from err
+    tasks = validate_rows(_rows_of(dataset), repo_id)
+    return TaskSet(tasks, repo_id, sha, _digest(tasks))
 
 
 def load_tasks(name: str, revision: str | None = None, split: str = "train", token: str | None = None) -> TaskSet:
