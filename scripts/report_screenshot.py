@@ -1,6 +1,7 @@
 """Render a run folder's HTML report and screenshot it (full page) with Debian's Chromium.
 
     python scripts/report_screenshot.py RUN_DIR OUT.png [--width 1280] [--open-traces N]
+    python scripts/report_screenshot.py PAGE.html OUT.png      (an existing page: compare, leaderboard)
 
 Writes RUN_DIR/report.html (smoltrace.report.write_report), opens it from its file:// URL in a
 headless /usr/bin/chromium driven by Playwright (never Playwright's downloaded browsers), and saves
@@ -31,7 +32,7 @@ def screenshot(run_dir: Path, out: Path, width: int = 1280, open_traces: int = 2
 
     from smoltrace.report import write_report
 
-    report = write_report(run_dir)
+    report = run_dir if run_dir.is_file() else write_report(run_dir)
     url = report.resolve().as_uri()
     problems: list[str] = []
     with sync_playwright() as pw:
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).exists():
         print(f"report_screenshot: {CHROMIUM} is missing (apt-get install -y chromium)", file=sys.stderr)
         return 2
-    if not args.run_dir.is_dir():
-        print(f"report_screenshot: {args.run_dir} is not a folder", file=sys.stderr)
+    if not args.run_dir.is_dir() and not (args.run_dir.is_file() and args.run_dir.suffix == ".html"):
+        print(f"report_screenshot: {args.run_dir} is neither a run folder nor an .html page", file=sys.stderr)
         return 2
     problems = screenshot(args.run_dir, args.out, args.width, args.open_traces)
     for problem in problems:

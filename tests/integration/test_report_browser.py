@@ -62,11 +62,12 @@ class Opened:
 
 
 @pytest.fixture
-def open_report(browser: Any) -> Iterator[Callable[..., Opened]]:
+def open_page(browser: Any) -> Iterator[Callable[..., Opened]]:
+    """Open an HTML file from its file:// URL, recording requests, console errors and dialogs."""
     contexts: list[Any] = []
 
-    def opener(run_dir: Path, javascript: bool = True) -> Opened:
-        url = write_report(run_dir).resolve().as_uri()
+    def opener(path: Path, javascript: bool = True) -> Opened:
+        url = path.resolve().as_uri()
         context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=javascript)
         contexts.append(context)
         page = context.new_page()
@@ -87,6 +88,14 @@ def open_report(browser: Any) -> Iterator[Callable[..., Opened]]:
     yield opener
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_report(open_page: Callable[..., Opened]) -> Callable[..., Opened]:
+    def opener(run_dir: Path, javascript: bool = True) -> Opened:
+        return open_page(write_report(run_dir), javascript)
+
+    return opener
 
 
 def assert_charts_rendered(page: Any, expected: int) -> None:
@@ -234,3 +243,31 @@ def test_report_of_a_real_run(tmp_path: Path, open_report: Callable[..., Opened]
     assert_charts_rendered(page, 8)
     assert "Simulated GPU 80GB" in page.locator(".gpu").first.inner_text()
     assert page.locator(".notice.info", has_text="simulated").is_visible()
+
+
+def test_compare_page_is_clean(tmp_path: Path, open_page: Callable[..., Opened]) -> None:
+    from smoltrace.cli import main as cli_main
+    from tests.unit.test_compare import planted, two_runs
+
+    a_rows, b_rows = planted([(False, True)] * 7 + [(True, True)] * 3 + [(True, False)] * 1)
+    a_rows[0]["task_id"] = b_rows[0]["task_id"] = XSS
+    for i, r in enumerate(b_rows):
+        r["cost_usd"], r["total_tokens"] = 0.002 * (i % 3), 900 + 50 * i
+    a, b = two_runs(tmp_path, a_rows, b_rows)
+    assert cli_main(["compare", str(a), str(b), "--html", str(tmp_path / "compare.html")]) == 0
+    opened = open_page(tmp_path / "compare.html")
+    opened.assert_clean()
+    page = opened.page
+    assert "vs" in page.locator("h1").inner_text()
+    assert page.locator(".verdict").is_visible()
+    assert page.locator("table.two-by-two td[data-cell=b_only]").inner_text() == "7"
+    bars = page.locator("svg.ci-bar")
+    assert bars.count() >= 4
+    for i in range(bars.count()):
+        box = bars.nth(i).bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 10
+        assert bars.nth(i).locator("line.ci").count() == 1
+    assert page.locator("table.discordant tbody tr").count() == 8
+    page.locator("table.discordant th", has_text="passed in").click()  # the shared sorting script runs
+    opened.assert_clean()
+    assert opened.dialogs == []

@@ -147,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_main(argv[1:])
     if argv and argv[0] == "merge":
         return merge_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
