@@ -122,3 +122,53 @@ def test_the_exporter_redacts_attributes_and_events_and_keeps_the_rest() -> None
     assert exporter.force_flush() is True
     exporter.shutdown()
     provider.shutdown()
+
+
+# -- the fast path: scan only the cap plus a margin, cache long values (issue 15) -------------
+LONG_SECRET = "QZXWVUTSRQPONMLKJIHGFEDCBAQZXWVUTSRQPONM"  # 40 chars, none of them in the fillers below
+
+
+def _chunks(secret: str, size: int = 4) -> list[str]:
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def test_a_secret_cut_in_two_by_the_scan_limit_never_leaks_even_after_earlier_ones_shrink() -> None:
+    r = Redactor(environ={"SOME_TOKEN": LONG_SECRET})
+    limit = MAX_ATTRIBUTE_CHARS + 256
+    head = (LONG_SECRET + " ") * 50  # 2050 chars that shrink to 550 once redacted: the text moves left
+    value = head + "b" * (limit - 20 - len(head)) + LONG_SECRET + "c" * 5000
+    out = r.text(value)
+    assert out.endswith(TRUNCATED) and len(out) <= MAX_ATTRIBUTE_CHARS + len(TRUNCATED)
+    assert not [c for c in _chunks(LONG_SECRET) if c in out]
+
+
+def test_patterns_near_the_cap_are_redacted_in_long_values() -> None:
+    value = "x" * (MAX_ATTRIBUTE_CHARS - 40) + " password=hunter2hunter2 Bearer abcdefgh12345678" + "y" * 20_000
+    out = Redactor(environ={}).text(value)
+    assert "hunter2h" not in out and "abcdefgh" not in out
+
+
+@pytest.mark.parametrize("max_chars", [20, 50])
+def test_short_caps_never_show_part_of_a_secret(max_chars: int) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    piece = st.one_of(st.text(alphabet="abc xyz=:\n", max_size=80), st.just(LONG_SECRET), st.just(" password=hunter2hunter2"))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(piece, max_size=40))
+    def check(parts: list[str]) -> None:
+        out = Redactor(environ={"A_TOKEN": LONG_SECRET}, max_chars=max_chars).text("".join(parts))
+        assert len(out) <= max_chars + len(TRUNCATED)
+        assert not [c for c in _chunks(LONG_SECRET) if c in out], out
+        assert "hunter2h" not in out
+
+    check()
+
+
+def test_long_values_are_cached_and_stay_correct() -> None:
+    r = Redactor(environ={"OPENAI_API_KEY": "zqENVvalue7c1d2e3f"})
+    value = "system prompt " * 100 + "zqENVvalue7c1d2e3f"
+    first = r.text(value)
+    assert first == r.text("".join([value]))  # an equal string from elsewhere: same answer
+    assert "zqENVvalue7c1d2e3f" not in first and first.endswith(REDACTED)

@@ -42,17 +42,23 @@ SERVICE_NAME = "smoltrace-eval"
 MAX_ATTRIBUTE_CHARS = 8192
 REDACTED = "[REDACTED]"
 SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
+# (pattern, replacement, needles: one of them occurs in any match, in the casefolded text if fold)
 _PATTERNS = (
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED, ("bearer",), True),
     (
         re.compile(
             r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|password|passwd|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]{6,}"
         ),
         r"\1" + REDACTED,
+        ("key", "token", "secret", "passw", "author"),
+        True,
     ),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False),
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False),
 )
+_MARGIN = 256
+_CACHE_MIN_CHARS = 512
+_CACHE_MAX_CHARS = 8_000_000
 SECRET_KEYS = {
     "api_key",
     "apikey",
@@ -76,13 +82,41 @@ class Redactor:
         values |= {s for s in secrets if s and len(s) >= 6}
         self._secrets = sorted(values, key=len, reverse=True)
         self.max_chars = max_chars
+        # text past the cap is dropped, so only the cap plus a margin (longer than any secret or
+        # pattern prefix) is scanned; the margin itself never reaches the output
+        self._margin = max(_MARGIN, *(len(s) + 1 for s in self._secrets)) if self._secrets else _MARGIN
+        # the same long values (system prompt, conversation so far) recur in span after span
+        self._cache: dict[str, str] = {}
+        self._cached_chars = 0
 
     def text(self, value: str) -> str:
+        if len(value) < _CACHE_MIN_CHARS:
+            return self._text(value)
+        cached = self._cache.get(value)
+        if cached is None:
+            cached = self._text(value)
+            if self._cached_chars > _CACHE_MAX_CHARS:
+                self._cache.clear()
+                self._cached_chars = 0
+            self._cache[value] = cached
+            self._cached_chars += len(value)
+        return cached
+
+    def _text(self, value: str) -> str:
+        limit = self.max_chars + self._margin
+        cut = len(value) > limit
+        if cut:
+            value = value[:limit]
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        for pattern, replacement in _PATTERNS:
-            value = pattern.sub(replacement, value)
+        folded = value.casefold()  # cheap checks first: most values hold none of the patterns
+        for pattern, replacement, needles, fold in _PATTERNS:
+            haystack = folded if fold else value
+            if any(n in haystack for n in needles):
+                value = pattern.sub(replacement, value)
+        if cut:  # the tail may hold the start of a secret cut in two: drop it with the margin
+            return value[: max(0, min(self.max_chars, len(value) - self._margin))] + "...[TRUNCATED]"
         if len(value) > self.max_chars:
             value = value[: self.max_chars] + "...[TRUNCATED]"
         return value
@@ -120,9 +154,10 @@ def usage_attributes(attrs: Attributes) -> dict[str, Any]:
     if "gen_ai.usage.cost.total" not in out and isinstance(prompt, int) and isinstance(completion, int):
         cost = out.get("llm.cost.total")
         if not isinstance(cost, int | float) or isinstance(cost, bool):
-            from .costs import token_cost
+            from .costs import priced, token_cost
 
-            cost = token_cost(model, prompt, completion) if isinstance(model, str) else None
+            # priced() is cached per model: an unpriced model costs no litellm lookup per span
+            cost = token_cost(model, prompt, completion) if isinstance(model, str) and priced(model) else None
         if cost is not None:
             out["gen_ai.usage.cost.total"] = float(cost)
     return out
