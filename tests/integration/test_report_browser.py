@@ -271,3 +271,34 @@ def test_compare_page_is_clean(tmp_path: Path, open_page: Callable[..., Opened])
     page.locator("table.discordant th", has_text="passed in").click()  # the shared sorting script runs
     opened.assert_clean()
     assert opened.dialogs == []
+
+
+def test_leaderboard_page_and_report_placement(
+    tmp_path: Path, open_page: Callable[..., Opened], open_report: Callable[..., Opened]
+) -> None:
+    from smoltrace.cli import main as cli_main
+    from tests.unit.test_leaderboard import FRONT, PLANTED, plant
+
+    runs = plant(tmp_path / "runs")
+    assert cli_main(["leaderboard", str(runs), "--html", str(tmp_path / "lb.html")]) == 0
+    opened = open_page(tmp_path / "lb.html")
+    opened.assert_clean()
+    page = opened.page
+    charts = page.locator("svg.chart.scatter")
+    assert charts.count() == 2
+    for i in range(2):
+        chart = charts.nth(i)
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 100, box
+        assert chart.locator("circle.run").count() == len(PLANTED)
+        assert chart.locator("circle.run.front").count() == len(FRONT)
+        fronts = chart.locator("polyline.front")
+        assert fronts.count() == 2  # one per agent type; the tool front joins 4 points
+        assert max((fronts.nth(j).bounding_box() or {"width": 0})["width"] for j in range(2)) > 50
+    assert page.locator("table.leaderboard tbody tr.front").count() == len(FRONT)
+    page.locator("table.leaderboard th", has_text="success").click()
+    opened.assert_clean()
+    report = open_report(runs / "run_C")
+    report.assert_clean()
+    assert report.page.locator("section.placement tr.here").is_visible()
+    assert_charts_rendered(report.page, 0)  # the placement is a table: no chart added to the report

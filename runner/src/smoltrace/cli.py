@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "leaderboard":
+        from .leaderboard import main as leaderboard_main
+
+        return leaderboard_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

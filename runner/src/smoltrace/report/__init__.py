@@ -23,6 +23,7 @@ from ..atomic import write_text_atomic
 from .charts import MAX_CHART_POINTS, nice_ticks
 from .charts import tick_label as _tick_label
 from .formatting import TEXT_CAP, TIMES, fmt_co2, fmt_energy, fmt_int, fmt_ms, fmt_pct, fmt_sig, fmt_usd
+from .leaderboard_page import placement
 from .page import CSP, CSS, JS, render
 from .rundata import REPORT, RunData, load_run
 from .views import build_report_view
@@ -57,6 +58,7 @@ __all__ = [
 def render_report(run_dir: Path) -> str:
     """The report of the run in `run_dir` as one self-contained HTML document."""
     view = build_report_view(load_run(Path(run_dir)), max_spans_total=MAX_SPANS_TOTAL, max_spans_per_trace=MAX_SPANS_PER_TRACE)
+    view.placement, view.placement_note = placement(Path(run_dir))
     return render("report.html.j2", v=view)
 
 

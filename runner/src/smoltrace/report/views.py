@@ -145,7 +145,8 @@ class ReportView:
     environment: list[tuple[str, str]]
     footer: str
     has_rows: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    placement: list[Any] = field(default_factory=list)  # leaderboard_page.EntryRow of the runs beside this one
+    placement_note: str = ""
 
 
 def rate(passed: int, total: int) -> float | None:
