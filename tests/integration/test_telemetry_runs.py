@@ -159,6 +159,14 @@ def test_trace_tree_of_an_agent_task(gpu_run: Run, uid: str, agent_type: str, ag
     assert root["attributes"]["agent.type"] == agent_type
     assert root["attributes"]["test.difficulty"] == "easy"
     assert root["attributes"]["test.success"] is True
+    # the score on the root span: smoltrace attributes and the OTel GenAI evaluation event
+    assert root["attributes"]["smoltrace.success"] is True and root["attributes"]["smoltrace.failure_reason"] == ""
+    (evaluation,) = [e for e in root["events"] if e["name"] == "gen_ai.evaluation.result"]
+    assert evaluation["attributes"] == {
+        "gen_ai.evaluation.name": "smoltrace.task_success",
+        "gen_ai.evaluation.score.value": 1.0,
+        "gen_ai.evaluation.score.label": "pass",
+    }
     assert doc["agent_type"] == agent_type and doc["test_ids"] == [task_id] and doc["incomplete"] is False
 
     (agent,) = children[root["span_id"]]

@@ -79,6 +79,30 @@ class TaskResult:
         return self.prompt_tokens + self.completion_tokens
 
 
+EVALUATION_EVENT = "gen_ai.evaluation.result"  # OTel GenAI semantic conventions (development)
+EVALUATION_NAME = "smoltrace.task_success"
+
+
+def score_attributes(result: TaskResult) -> dict[str, Any]:
+    """The outcome on the execution's root span, for any OTel backend that receives the trace."""
+    return {"smoltrace.success": result.score.success, "smoltrace.failure_reason": result.score.reason[:500]}
+
+
+def evaluation_event_attributes(result: TaskResult) -> dict[str, Any]:
+    """Attributes of the `gen_ai.evaluation.result` event: name, score value (1 pass, 0 fail),
+    label, explanation (why it failed) and `error.type` when the execution errored."""
+    attrs: dict[str, Any] = {
+        "gen_ai.evaluation.name": EVALUATION_NAME,
+        "gen_ai.evaluation.score.value": 1.0 if result.score.success else 0.0,
+        "gen_ai.evaluation.score.label": "pass" if result.score.success else "fail",
+    }
+    if result.score.reason:
+        attrs["gen_ai.evaluation.explanation"] = result.score.reason[:500]
+    if result.error_type:
+        attrs["error.type"] = result.error_type
+    return attrs
+
+
 def _utc_iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -245,6 +269,8 @@ class Executor:
                     "test.error_type": result.error_type or "",
                 }
             )
+            span.set_attributes(score_attributes(result))
+            span.add_event(EVALUATION_EVENT, evaluation_event_attributes(result))
             if result.error:
                 from opentelemetry.trace import Status, StatusCode
 
