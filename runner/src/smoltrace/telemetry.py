@@ -1,8 +1,10 @@
 """Tracing for a run (`--enable-otel`): OpenTelemetry spans of every step, sent to the collector.
 
-- `genai-otel-instrument[openinference]` instruments smolagents, LiteLLM, Ollama (and
-  transformers for that provider) once per process; its own GPU collector stays off (the
-  exporter measures the GPU) and its OTLP timeout is bounded (2 s) so it never holds up exit.
+- `genai-otel-instrument[openinference]` instruments, once per process, only what the provider's
+  calls go through (`INSTRUMENTORS`, genai's own keys: smolagents, litellm, transformers, ollama);
+  its own GPU collector stays off (the exporter measures the GPU), its Ollama server poller runs only
+  for the ollama provider and polls that server, its OTLP timeout is bounded (2 s) so it never holds
+  up exit, and the OTEL_*/GENAI_* environment it reads and writes is restored afterwards.
 - OpenTelemetry keeps the first global TracerProvider for the life of the process, and the
   instrumentors bind their tracers at instrument time. So the global provider is a router,
   installed once, that hands each span to the provider of the run it belongs to (a context
@@ -275,17 +277,55 @@ def install_router() -> bool:
         return trace.get_tracer_provider() is _router
 
 
-def instrument_libraries(provider_name: str, collector_endpoint: str) -> list[str]:
-    """genai_otel.instrument once per process (its GPU metrics off, bounded OTLP timeout)."""
-    wanted = ["smolagents", "litellm", "ollama"] + (["huggingface"] if provider_name == "transformers" else [])
+# genai-otel-instrument's keys for what each provider's calls go through (chat for `ollama` stays
+# on litellm's ollama_chat/; the `ollama` instrumentor is there for its server poller).
+INSTRUMENTORS: dict[str, tuple[str, ...]] = {
+    "litellm": ("smolagents", "litellm"),
+    "inference": ("smolagents",),
+    "transformers": ("smolagents", "transformers"),
+    "ollama": ("smolagents", "litellm", "ollama"),
+}
+# Variables genai_otel reads or writes while it sets up; restored afterwards, so the user's own
+# OTEL_* values (and their absence) are what the rest of the process sees.
+_GENAI_ENV_PREFIXES = ("OTEL_", "GENAI_", "OLLAMA_BASE_URL")
+
+
+class _Enabled(logging.Handler):
+    """Collects what genai_otel says it enabled, and what it refused."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.enabled: list[str] = []
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.endswith(" instrumentation enabled") and record.name == "genai_otel.auto_instrument":
+            self.enabled.append(message.removesuffix(" instrumentation enabled"))
+        elif record.levelno >= logging.WARNING and ("instrumentor" in message.lower() or "instrument " in message.lower()):
+            self.problems.append(message.splitlines()[0])
+
+
+@contextmanager
+def _restored_environ(prefixes: tuple[str, ...]) -> Iterator[None]:
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(prefixes) and k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def instrument_libraries(provider_name: str, collector_endpoint: str, ollama_base_url: str | None = None) -> list[str]:
+    """genai_otel.instrument once per process, with only the instrumentors this provider's calls go
+    through (genai's own keys); returns the ones genai_otel reports enabled. Its GPU collector stays
+    off (the exporter measures the GPU), its OTLP timeout is bounded, its Ollama server poller runs
+    only for the ollama provider (pointed at that server), and the OTEL_*/GENAI_* environment is
+    left as the user had it."""
     if _instrumented:
         return sorted(_instrumented)
-    os.environ.setdefault("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
-    os.environ.setdefault("GENAI_SKIP_COLLECTOR_CHECK", "true")
-    os.environ["GENAI_ENABLE_GPU_METRICS"] = "false"
-    os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    for noisy in ("genai_otel", "opentelemetry.exporter.otlp", "opentelemetry.sdk", "opentelemetry.trace", "opentelemetry.metrics"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    wanted = list(INSTRUMENTORS.get(provider_name, ("smolagents", "litellm")))
     # genai_otel also builds a MeterProvider that pushes its request/token counters every 60 s and
     # once more at exit. We derive those figures from the spans; a reader-less provider installed
     # first takes its instruments, so nothing is pushed (and nothing retries against a collector
@@ -294,19 +334,44 @@ def instrument_libraries(provider_name: str, collector_endpoint: str) -> list[st
     from opentelemetry.sdk.metrics import MeterProvider
 
     metrics.set_meter_provider(MeterProvider())
-    import genai_otel
+    genai_log = logging.getLogger("genai_otel")
+    for noisy in ("genai_otel", "opentelemetry.exporter.otlp", "opentelemetry.sdk", "opentelemetry.trace", "opentelemetry.metrics"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    seen = _Enabled()
+    with _restored_environ(_GENAI_ENV_PREFIXES):
+        os.environ.setdefault("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+        os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        os.environ["GENAI_SKIP_COLLECTOR_CHECK"] = "true"
+        os.environ["GENAI_ENABLE_GPU_METRICS"] = "false"
+        os.environ["GENAI_ENABLE_OLLAMA_SERVER_METRICS"] = "true" if "ollama" in wanted else "false"
+        if "ollama" in wanted and ollama_base_url:
+            os.environ["OLLAMA_BASE_URL"] = ollama_base_url
+        import genai_otel
 
-    genai_otel.instrument(
-        service_name=SERVICE_NAME,
-        endpoint=f"http://{collector_endpoint}",
-        enabled_instrumentors=wanted,
-        enable_gpu_metrics=False,
-        enable_cost_tracking=True,
-        enable_co2_tracking=False,
-        fail_on_error=False,
-    )
-    _instrumented.update(wanted)
-    return wanted
+        genai_log.setLevel(logging.INFO)
+        genai_log.addHandler(seen)
+        propagate, genai_log.propagate = genai_log.propagate, False  # heard here, not printed
+        try:
+            genai_otel.instrument(
+                service_name=SERVICE_NAME,
+                endpoint=f"http://{collector_endpoint}",
+                enabled_instrumentors=wanted,
+                enable_gpu_metrics=False,
+                enable_cost_tracking=False,  # the price is added to model spans on export (usage_attributes)
+                enable_co2_tracking=False,
+                fail_on_error=False,
+            )
+        finally:
+            genai_log.removeHandler(seen)
+            genai_log.propagate = propagate
+            genai_log.setLevel(logging.ERROR)
+    for problem in seen.problems:
+        log.warning("genai-otel-instrument: %s", problem)
+    active = [name for name in wanted if name in seen.enabled]
+    for name in sorted(set(wanted) - set(active)):
+        log.warning("genai-otel-instrument did not enable its %r instrumentor; its calls are not traced", name)
+    _instrumented.update(active)
+    return active
 
 
 # -- one run ----------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class RunTelemetrySession:
             self._start_tracing()
 
     def _start_tracing(self) -> None:
+        from .models import ollama_base
         from .telemetry import RunTracing, install_router, instrument_libraries
 
         cfg = self.config
@@ -60,7 +61,8 @@ class RunTelemetrySession:
         try:
             if not install_router():
                 self._warn("another OpenTelemetry tracer provider was installed first: library spans may not reach this run")
-            instrumented = instrument_libraries(cfg.provider, self.collector.endpoint)
+            ollama_url = ollama_base(cfg.api_base) if cfg.provider == "ollama" else None
+            instrumented = instrument_libraries(cfg.provider, self.collector.endpoint, ollama_url)
             self.tracing = RunTracing(
                 cfg.run_id,
                 self.collector.endpoint,
