@@ -48,7 +48,17 @@ def apply_import_env() -> None:
 apply_import_env()
 
 # Variables that would change what the runner does if they leaked in from the developer's shell.
-LEAKY_ENV = ("SMOLTRACE_GPU_EXPORTER", "OLLAMA_HOST", "HF_TOKEN", "OPENAI_API_BASE", "OPENAI_BASE_URL")
+LEAKY_ENV = (
+    "SMOLTRACE_GPU_EXPORTER",
+    "SMOLTRACE_GPUS",
+    "NVIDIA_VISIBLE_DEVICES",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "OLLAMA_HOST",
+    "HF_TOKEN",
+    "OPENAI_API_BASE",
+    "OPENAI_BASE_URL",
+)
 FAKE_OPENAI_KEY = "sk-fake"
 
 

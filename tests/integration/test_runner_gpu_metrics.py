@@ -133,7 +133,8 @@ def provider_args(servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requ
 
 
 def info_lines(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if "GPU metrics" in line]
+    """The rule's console lines (a multi-GPU sidecar's all_visible warning is not one of them)."""
+    return [line for line in stdout.splitlines() if "GPU metrics" in line and "measured on all" not in line]
 
 
 # -- no flag ----------------------------------------------------------------------------------

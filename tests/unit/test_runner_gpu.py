@@ -59,6 +59,8 @@ def test_a_disabled_session_does_nothing() -> None:
     session.start()
     report = session.stop()
     assert report.as_dict() == {
+        "scope": None,
+        "tls": False,
         "enabled": False,
         "reason": "off",
         "exporter": None,

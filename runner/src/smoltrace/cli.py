@@ -196,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .agents import PromptConfigError
     from .evaluate import Evaluation
+    from .gpu_scope import GpuScopeError
     from .models import ModelSetupError
     from .tasks import DatasetError
 
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetError as err:
         error(err.render())
         return EXIT_INPUT
-    except PromptConfigError as err:
+    except (PromptConfigError, GpuScopeError) as err:
         error(str(err))
         return EXIT_INPUT
     except ModelSetupError as err:

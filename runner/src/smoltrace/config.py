@@ -57,6 +57,9 @@ class EvalConfig:
     disable_gpu_metrics: bool = False
     enable_gpu_metrics: bool = False
     gpu_exporter: str | None = None
+    gpus: str | None = None  # --gpus (else $SMOLTRACE_GPUS, read by gpu_scope)
+    gpu_exporter_token_file: str | None = None
+    gpu_exporter_tls_ca: str | None = None
     collector_address: str = "127.0.0.1:0"
     collector_advertise: str | None = None
     otlp_forward: str | None = None
@@ -186,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-exporter", metavar="HOST:PORT", help="GPU exporter sidecar to use (env SMOLTRACE_GPU_EXPORTER; default: start one locally)"
     )
     t.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="the GPUs this run owns (its energy is measured on these): UUIDs, MIG UUIDs or NVML indices, comma-separated; "
+        "'all' or 'none' (env SMOLTRACE_GPUS; default: NVIDIA_VISIBLE_DEVICES, else CUDA_VISIBLE_DEVICES, else where the model "
+        "was placed, else every GPU the exporter sees)",
+    )
+    t.add_argument(
+        "--gpu-exporter-token-file",
+        metavar="FILE",
+        help="bearer token for a --gpu-exporter started with --auth-token-file (env SMOLTRACE_GPU_EXPORTER_TOKEN_FILE)",
+    )
+    t.add_argument(
+        "--gpu-exporter-tls-ca",
+        metavar="PEM",
+        help="talk TLS to --gpu-exporter and verify it against this CA certificate (env SMOLTRACE_GPU_EXPORTER_TLS_CA)",
+    )
+    t.add_argument(
         "--collector-address",
         default=os.environ.get("SMOLTRACE_COLLECTOR_ADDRESS", "127.0.0.1:0"),
         metavar="HOST:PORT",
@@ -255,6 +275,14 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError(f"--hf-token-file {args.hf_token_file}: no such file")
     if args.gpu_exporter is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}", args.gpu_exporter):
         raise ConfigError(f"--gpu-exporter must be HOST:PORT, got {args.gpu_exporter!r}")
+    gpus = _gpus(args.gpus)
+    for flag, env, value in (
+        ("--gpu-exporter-token-file", "SMOLTRACE_GPU_EXPORTER_TOKEN_FILE", args.gpu_exporter_token_file),
+        ("--gpu-exporter-tls-ca", "SMOLTRACE_GPU_EXPORTER_TLS_CA", args.gpu_exporter_tls_ca),
+    ):
+        path = value if value is not None else os.environ.get(env) or None
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag if value is not None else env} {path}: no such file")
     for flag, value in (("--collector-address", args.collector_address), ("--collector-advertise", args.collector_advertise)):
         if value is not None and not _HOST_PORT.fullmatch(value):
             raise ConfigError(f"{flag} must be HOST:PORT, got {value!r}")
@@ -287,6 +315,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         disable_gpu_metrics=args.disable_gpu_metrics,
         enable_gpu_metrics=args.enable_gpu_metrics,
         gpu_exporter=args.gpu_exporter,
+        gpus=gpus,
+        gpu_exporter_token_file=args.gpu_exporter_token_file,
+        gpu_exporter_tls_ca=args.gpu_exporter_tls_ca,
         collector_address=args.collector_address,
         collector_advertise=args.collector_advertise,
         otlp_forward=args.otlp_forward,
@@ -305,6 +336,20 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         resume=args.resume,
         hf_token_file=args.hf_token_file,
     )
+
+
+def _gpus(flag: str | None) -> str | None:
+    """--gpus, else $SMOLTRACE_GPUS: syntax checked here, devices against the exporter later."""
+    from .gpu_scope import ENV_GPUS, validate_gpus_flag
+
+    value, name = (flag, "--gpus") if flag is not None else (os.environ.get(ENV_GPUS), ENV_GPUS)
+    if value is None:
+        return None
+    try:
+        validated = validate_gpus_flag(value)
+    except ValueError as err:
+        raise ConfigError(str(err).replace("--gpus", name, 1)) from err
+    return validated if flag is not None else None
 
 
 def read_hf_token(config: EvalConfig) -> str | None:

@@ -8,6 +8,7 @@ row and metadata. A killed run leaves its checkpoint; `--resume` picks up from i
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from . import __version__
 from .agents import AgentSettings, PromptConfig, load_prompt_config
 from .config import EvalConfig
 from .executor import Execution, Executor, TaskResult
-from .gpu import GpuSession, decide, otel_console_line
+from .gpu import ExporterAccess, GpuSession, decide, otel_console_line
+from .gpu_scope import ScopeInputs, remote_host
 from .models import ModelSpec, RetryPolicy, build_model, preflight, warm_up
 from .outputs import (
     LEADERBOARD_ROW,
@@ -144,12 +146,50 @@ class Evaluation:
         decision = decide(cfg.provider, cfg.disable_gpu_metrics, cfg.enable_gpu_metrics)
         if decision.console:
             print(decision.console, flush=True)
+        gpu = self._gpu_session(decision)
+        try:
+            # which GPUs the run owns, before the run folder exists: GPUs the exporter does not see are exit 2
+            gpu.open(model=model, remote_server=self._remote_model_server())
+            return self._run(task_set, executions, prompt, spec, target, model, decision, gpu, started)
+        finally:
+            gpu.stop()  # every exit path: the summary is kept (Ctrl-C included), then the local exporter goes
 
+    def _gpu_session(self, decision: Any) -> GpuSession:
+        cfg = self.config
+        return GpuSession(
+            decision,
+            cfg.run_id,
+            resource_attributes={"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
+            access=ExporterAccess.from_env(cfg.gpu_exporter, cfg.gpu_exporter_token_file, cfg.gpu_exporter_tls_ca),
+            scope_inputs=ScopeInputs.read(cfg.gpus, os.environ),
+        )
+
+    def _remote_model_server(self) -> str | None:
+        """An Ollama server on another host: its GPUs are not this machine's."""
+        cfg = self.config
+        if cfg.provider != "ollama":
+            return None
+        return remote_host(cfg.api_base or os.environ.get("OLLAMA_HOST"))
+
+    def _run(
+        self,
+        task_set: TaskSet,
+        executions: list[Execution],
+        prompt: PromptConfig,
+        spec: ModelSpec,
+        target: str,
+        model: Any,
+        decision: Any,
+        gpu: GpuSession,
+        started: Any,
+    ) -> RunOutcome:
+        cfg = self.config
         run_dir, done_rows, started = self._run_dir(started)
         checkpoint = Checkpoint(run_dir)
         done = {r["test_case_uid"] for r in done_rows}
         todo = [e for e in executions if e.uid not in done]
         meta = self._metadata(task_set, started, run_dir, decision.enabled, decision.reason)
+        meta["gpu_scope"] = gpu.report.scope
         meta["status"] = "running"
         write_json_atomic(run_dir / METADATA, meta)
         self.say(f"smoltrace {__version__}: run {cfg.run_id}")
@@ -178,14 +218,9 @@ class Evaluation:
         extra_tools = self._extra_tools_factory(settings)
         telemetry = RunTelemetrySession(cfg, decision.enabled, self._secrets())
         telemetry.start()
-        gpu = GpuSession(
-            decision,
-            cfg.run_id,
-            address=cfg.gpu_exporter,
-            otlp_endpoint=telemetry.advertised_endpoint or "",
-            resource_attributes={"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
-        )
-        gpu.start()
+        for line in gpu.report.notes:
+            print(line, flush=True)
+        gpu.start(otlp_endpoint=telemetry.advertised_endpoint or "")
         if gpu.report.warning and decision.enabled:
             print(f"[WARN] GPU metrics: {gpu.report.warning}", flush=True)
 
@@ -358,5 +393,9 @@ def resume_config(run_dir: Path, cli: EvalConfig) -> EvalConfig:
         task_timeout=cli.task_timeout or base.task_timeout,
         max_retries=cli.max_retries,
         gpu_exporter=cli.gpu_exporter or base.gpu_exporter,
+        # where the GPUs are and how to reach the exporter come from this invocation, never the folder
+        gpus=cli.gpus,
+        gpu_exporter_token_file=cli.gpu_exporter_token_file,
+        gpu_exporter_tls_ca=cli.gpu_exporter_tls_ca,
         hf_token_file=cli.hf_token_file or base.hf_token_file,
     )
