@@ -52,9 +52,15 @@ demo: install
 demo-exporter: install
 	$(PY) -m tests.demo_exporter
 
-# Real-NVML checks, on a machine with an NVIDIA GPU and driver (see docs/DESIGN.md).
-gpu-check: install
-	$(PY) scripts/gpu_check.py
+# GPU attribution on a real NVIDIA GPU (issue 10): overlapping runs on one GPU, a CUDA_VISIBLE_DEVICES
+# scope, energy counter vs integrated power, and the seed example end to end (< 6 min). No install
+# step: a GPU machine may have no network (bring the deps on PYTHONPATH). Writes
+# $(GPU_CHECK_OUT)/gpu_check.json and report.html.
+#   make gpu-check MODEL_DIR=/path/to/SmolLM2-135M-Instruct [GPU_CHECK_OUT=docs/gpu-check]
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_OUT ?= docs/gpu-check
+gpu-check:
+	$(GPU_CHECK_PY) scripts/gpu_check.py --model-dir "$(MODEL_DIR)" --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
