@@ -73,3 +73,78 @@ def test_output_files_respect_the_umask(openai_server, tmp_path: Path) -> None:
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
     assert set(modes.values()) == {"0o600"}, modes
     assert oct(run.run_dir.stat().st_mode & 0o777) == "0o700"
+
+
+# canaries with no credential shape of their own (no sk-/hf_ prefix): only knowing the run's
+# secrets (or the NAME=value shape around them) catches them
+HEADER_CANARY = "zqHDRcanary4b7c1e9a0d2f"
+PKEY_CANARY = "zqPKEYcanary8e2d6a1c5b3f"
+URL_CANARY = "zqURLcanary3f9a7c2e5d1b"
+DOTENV_CANARY = "zqDOTENVcanary6c1a8e4b2d"
+
+
+def test_canaries_in_headers_credentials_url_userinfo_and_a_read_file_reach_no_artefact(tmp_path: Path) -> None:
+    """The issue's experiment, repeated: a model reads a .env (DB_PASSWORD=...) through read_file and
+    answers with it; the run has extra_headers={"Authorization": ...}, vertex_credentials={"private_key":
+    ...} and --api-base http://user:pass@...; traced, --debug. None of the secrets is in results.json,
+    checkpoint.jsonl, traces.json, metadata.json (config and command), report.html, stdout or the
+    --debug log."""
+    import json
+    import urllib.parse
+
+    from tests.fakes.chat_servers import FakeOpenAIServer
+    from tests.fakes.runner_fixtures import run_subprocess, subprocess_env
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").write_text(f"DB_PASSWORD={DOTENV_CANARY}\n", "utf-8")
+    dataset = write_jsonl(tmp_path / "t.jsonl", [task("env", "Read .env and tell me what it says", expected_tool="read_file")])
+    script = Script()
+    script.record_bodies = True
+    script.add("Read .env", call("read_file", file_path=".env"), final(f"It says DB_PASSWORD={DOTENV_CANARY}"))
+    with FakeOpenAIServer(script) as server:
+        base = urllib.parse.urlsplit(server.api_base)  # type: ignore[attr-defined]
+        api_base = f"{base.scheme}://smoltrace:{URL_CANARY}@{base.netloc}{base.path}"
+        result = run_subprocess(
+            [
+                "--model",
+                "openai/fake",
+                "--api-base",
+                api_base,
+                "--dataset-name",
+                str(dataset),
+                "--enable-tools",
+                "read_file",
+                "--working-directory",
+                str(work),
+                "--model-args",
+                json.dumps({"Authorization": HEADER_CANARY}).join(("extra_headers=", "")),
+                json.dumps({"private_key": PKEY_CANARY, "client_email": "x@y.z"}).join(("vertex_credentials=", "")),
+                "--enable-otel",
+                "--debug",
+                "--output-format",
+                "json",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ],
+            env=subprocess_env(),
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any(DOTENV_CANARY in body for body in script.bodies), "the model did read the .env (the leak was possible)"
+    assert len(result.stderr) > 1000, "--debug logged"
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"results.json", "checkpoint.jsonl", "traces.json", "metadata.json", "report.html"}
+    for canary in (HEADER_CANARY, PKEY_CANARY, URL_CANARY, DOTENV_CANARY):
+        assert canary not in result.stdout, canary
+        assert canary not in result.stderr, canary
+        for path in files:
+            assert canary not in path.read_text("utf-8", errors="replace"), (canary, path.name)
+    (run_dir,) = (tmp_path / "out").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text("utf-8"))
+    assert meta["config"]["model_args"]["extra_headers"] == {"Authorization": "[REDACTED]"}
+    assert meta["config"]["model_args"]["vertex_credentials"] == "[REDACTED]"
+    assert meta["config"]["api_base"] == f"{base.scheme}://[REDACTED]@{base.netloc}{base.path}"
+    assert any("[REDACTED]" in part for part in meta["command"])
+    row = json.loads((run_dir / "results.json").read_text("utf-8"))[0]
+    assert row["tools_used"] == ["read_file"] and "DB_PASSWORD=[REDACTED]" in row["response"]

@@ -12,6 +12,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 from .config import ConfigError, EvalConfig, build_parser, config_from_args, read_hf_token  # noqa: E402
 
@@ -31,7 +32,9 @@ def _quiet_libraries(debug: bool) -> None:
 
 
 def error(message: str) -> None:
-    print(f"smoltrace-eval: error: {message}", file=sys.stderr, flush=True)
+    from .redact import scrub
+
+    print(scrub(f"smoltrace-eval: error: {message}"), file=sys.stderr, flush=True)
 
 
 EXIT_PUBLISH_FAILED = 4
@@ -173,6 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         error(str(err))
         return EXIT_INPUT
+    from .config import run_redactor
+    from .redact import install_log_redaction, uninstall_log_redaction
+
+    redactor = run_redactor(config, hf_token)
+    install_log_redaction(redactor)  # the --debug log, every library's logger included
+    try:
+        return _run(config, hf_token, redactor)
+    finally:
+        uninstall_log_redaction()
+
+
+def _run(config: EvalConfig, hf_token: str | None, redactor: Any) -> int:
     _quiet_libraries(config.debug)
     hub_user = None
     if config.output_format == "hub":  # a bad token is found before any task runs
@@ -201,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .tasks import DatasetError
 
     console = Console(stderr=False)
-    evaluation = Evaluation(config, hf_token, console, PROCESS_T0)
+    evaluation = Evaluation(config, hf_token, console, PROCESS_T0, redactor)
     try:
         outcome = evaluation.run()
     except DatasetError as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .redact import Redactor, redact_keys
 from .tool_root import ToolRootError, check_tool_root
 
 PROVIDERS = ("litellm", "inference", "transformers", "ollama")
@@ -21,7 +22,6 @@ PURPOSES = ("selection", "regression", "monitoring")
 DEFAULT_DATASET = "default"
 DEFAULT_OUTPUT_DIR = "smoltrace_results"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
-SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password|authorization|api_key|apikey)$", re.I)
 OPTIONAL_TOOLS = ("read_file", "write_file", "list_directory", "python_interpreter")
 
 
@@ -79,16 +79,19 @@ class EvalConfig:
     hf_token_file: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
-        """Every setting, secrets redacted (for metadata.json and logs)."""
+        """Every setting, secrets redacted (for metadata.json and logs): secret-named model args
+        at any depth, URL userinfo, credential shapes (the run's Redactor, without the environment)."""
         data = asdict(self)
         data["model_args"] = redact_mapping(self.model_args)
         data["enable_tools"] = list(self.enable_tools)
         data["additional_imports"] = list(self.additional_imports)
-        return data
+        redactor = Redactor.for_run(model_args=self.model_args, urls=(self.api_base, self.otlp_forward), environ={})
+        return dict(redactor.data(data))
 
 
 def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: "[REDACTED]" if SECRET_KEY.search(k) else v for k, v in values.items()}
+    """Secret-named values replaced at any depth (see redact.secret_name)."""
+    return dict(redact_keys(values))
 
 
 def parse_model_args(items: Sequence[str] | None) -> dict[str, Any]:
@@ -362,3 +365,9 @@ def read_hf_token(config: EvalConfig) -> str | None:
             raise ConfigError(f"--hf-token-file {config.hf_token_file} is empty")
         return token
     return os.environ.get("HF_TOKEN") or None
+
+
+def run_redactor(config: EvalConfig, hf_token: str | None) -> Redactor:
+    """The run's one Redactor: the environment's secrets, the HF token, secret-named model args at
+    any depth, and the userinfo of the model server and forward URLs."""
+    return Redactor.for_run(model_args=config.model_args, urls=(config.api_base, config.otlp_forward), tokens=(hf_token,))

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from . import __version__
 from .agents import AgentSettings, PromptConfig, load_prompt_config
-from .config import EvalConfig
+from .config import EvalConfig, run_redactor
 from .executor import Execution, Executor, TaskResult
 from .gpu import ExporterAccess, GpuSession, decide, otel_console_line
 from .gpu_scope import ScopeInputs, remote_host
@@ -46,6 +46,7 @@ from .outputs import (
     write_json_atomic,
 )
 from .progress import RunProgress, summary_table
+from .redact import Redactor
 from .tasks import TaskSet, load_tasks, select
 from .telemetry_session import RunTelemetrySession
 
@@ -117,15 +118,22 @@ def plan(task_set: TaskSet, config: EvalConfig) -> list[Execution]:
 
 
 class Evaluation:
-    def __init__(self, config: EvalConfig, hf_token: str | None, console: Console, process_t0: float) -> None:
+    def __init__(
+        self, config: EvalConfig, hf_token: str | None, console: Console, process_t0: float, redactor: Redactor | None = None
+    ) -> None:
         self.config = config
         self.hf_token = hf_token
         self.console = console
         self.process_t0 = process_t0
+        # every row, metadata document, trace and console line of the run goes through it
+        self.redactor = redactor if redactor is not None else run_redactor(config, hf_token)
 
     def say(self, text: str) -> None:
         if not self.config.quiet:
-            self.console.print(text, highlight=False, markup=False)
+            self.console.print(self.redactor.scrub(text), highlight=False, markup=False)
+
+    def warn(self, text: str) -> None:
+        print(self.redactor.scrub(f"[WARN] {text}"), flush=True)
 
     # -- steps before any task runs -----------------------------------------------------------
     def prepare(self) -> tuple[TaskSet, list[Execution], PromptConfig]:
@@ -191,7 +199,7 @@ class Evaluation:
         meta = self._metadata(task_set, started, run_dir, decision.enabled, decision.reason)
         meta["gpu_scope"] = gpu.report.scope
         meta["status"] = "running"
-        write_json_atomic(run_dir / METADATA, meta)
+        write_json_atomic(run_dir / METADATA, self.redactor.data(meta))
         self.say(f"smoltrace {__version__}: run {cfg.run_id}")
         self.say(f"  model    {target}")
         self.say(
@@ -216,20 +224,20 @@ class Evaluation:
             working_directory=Path(cfg.working_directory) if cfg.working_directory else None,
         )
         extra_tools = self._extra_tools_factory(settings)
-        telemetry = RunTelemetrySession(cfg, decision.enabled, self._secrets())
+        telemetry = RunTelemetrySession(cfg, decision.enabled, self.redactor)
         telemetry.start()
         for line in gpu.report.notes:
             print(line, flush=True)
         gpu.start(otlp_endpoint=telemetry.advertised_endpoint or "")
         if gpu.report.warning and decision.enabled:
-            print(f"[WARN] GPU metrics: {gpu.report.warning}", flush=True)
+            self.warn(f"GPU metrics: {gpu.report.warning}")
 
         executor = Executor(model, settings, cfg.parallel_workers, cfg.task_timeout, extra_tools, tracing=telemetry.tracing)
         progress = RunProgress(self.console, len(todo), enabled=not cfg.quiet)
         new_rows: list[dict[str, Any]] = []
 
         def on_result(result: TaskResult) -> None:
-            row = result_row(result, cfg.model, cfg.run_id, cfg.provider)
+            row = self.redactor.data(result_row(result, cfg.model, cfg.run_id, cfg.provider))
             checkpoint.append(row)
             new_rows.append(row)
             progress.advance(result)
@@ -242,16 +250,16 @@ class Evaluation:
         gpu_report = gpu.stop()  # the exporter flushes the run's last samples to the collector first
         collected = telemetry.finish()
 
-        rows = order_rows([*done_rows, *new_rows])
+        rows = self.redactor.data(order_rows([*done_rows, *new_rows]))  # a checkpoint written before redaction too
         telemetry.report["rows"] = enrich_rows(rows, collected.traces, collected.energy_series, gpu_report.summary)
         lost = telemetry.report["rows"]["rows_without_trace"]
         if lost:
             telemetry.report["warnings"].append(f"{len(lost)} execution(s) have no trace (spans lost): {', '.join(lost[:10])}")
-            print(f"[WARN] {len(lost)} execution(s) have no trace in traces.json (spans did not reach the collector)", flush=True)
+            self.warn(f"{len(lost)} execution(s) have no trace in traces.json (spans did not reach the collector)")
         interrupted = executor.interrupted
         finished = utc_now()
         write_json_atomic(run_dir / RESULTS, rows)
-        write_json_atomic(run_dir / TRACES, collected.traces)
+        write_json_atomic(run_dir / TRACES, self.redactor.data(collected.traces))
         write_json_atomic(run_dir / METRICS, collected.metrics_json or {"run_id": cfg.run_id, "resourceMetrics": []})
         write_json_atomic(run_dir / METRIC_ROWS, collected.metric_rows)
         board = leaderboard_row(
@@ -282,25 +290,17 @@ class Evaluation:
             telemetry=telemetry.report,
             timings={"startup_s": round(startup_s, 3), "active_s": round(active_s, 3), "executions_this_process": len(new_rows)},
         )
-        write_json_atomic(run_dir / METADATA, meta)
+        write_json_atomic(run_dir / METADATA, self.redactor.data(meta))
         try:
             from .report import write_report
 
             write_report(run_dir)
         except Exception as err:  # the report is a view; the data files are already written
             log.debug("report failed", exc_info=True)
-            print(f"[WARN] report.html could not be written: {type(err).__name__}: {err}", flush=True)
+            self.warn(f"report.html could not be written: {type(err).__name__}: {err}")
         if not cfg.quiet:
             self.console.print(summary_table(rows))
         return RunOutcome(run_dir, rows, interrupted, meta)
-
-    def _secrets(self) -> list[str]:
-        """Values that must never reach a span: the HF token, secret-looking model args."""
-        from .config import SECRET_KEY
-
-        values = [self.hf_token or ""]
-        values += [str(v) for k, v in self.config.model_args.items() if SECRET_KEY.search(k)]
-        return [v for v in values if v]
 
     def _extra_tools_factory(self, settings: AgentSettings) -> Any:
         if not self.config.enable_tools:
@@ -353,7 +353,7 @@ class Evaluation:
             "started_at": iso(started),
             "run_dir": str(run_dir),
             "config": cfg.public_dict(),
-            "command": [redact_arg(a) for a in sys.argv],
+            "command": self.redactor.data([redact_arg(a) for a in sys.argv]),
             "versions": versions(),
             "git": git_sha(),
             "platform": {"system": platform.system(), "machine": platform.machine(), "python": sys.version.split()[0]},
@@ -363,12 +363,21 @@ class Evaluation:
 
 
 def redact_arg(arg: str) -> str:
-    from .config import SECRET_KEY
+    """A command-line word with a secret-named KEY=VALUE's value replaced; a JSON value
+    (`extra_headers={"Authorization": ...}`) keeps its shape with the secret fields replaced."""
+    import json
+
+    from .redact import REDACTED, redact_keys, secret_name
 
     if "=" in arg:
-        key, _ = arg.split("=", 1)
-        if SECRET_KEY.search(key.lstrip("-")):
-            return f"{key}=[REDACTED]"
+        key, value = arg.split("=", 1)
+        if secret_name(key.lstrip("-")):
+            return f"{key}={REDACTED}"
+        if value[:1] in "{[":
+            try:
+                return f"{key}={json.dumps(redact_keys(json.loads(value)), ensure_ascii=False)}"
+            except ValueError:
+                pass
     return arg
 
 

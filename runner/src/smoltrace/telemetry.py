@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,105 +36,11 @@ from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from opentelemetry.util.types import Attributes
 
 from . import __version__
+from .redact import MAX_ATTRIBUTE_CHARS, REDACTED, Redactor  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "smoltrace-eval"
-MAX_ATTRIBUTE_CHARS = 8192
-REDACTED = "[REDACTED]"
-SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
-# (pattern, replacement, needles: one of them occurs in any match, in the casefolded text if fold)
-_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED, ("bearer",), True),
-    (
-        re.compile(
-            r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|password|passwd|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]{6,}"
-        ),
-        r"\1" + REDACTED,
-        ("key", "token", "secret", "passw", "author"),
-        True,
-    ),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False),
-    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False),
-)
-_MARGIN = 256
-_CACHE_MIN_CHARS = 512
-_CACHE_MAX_CHARS = 8_000_000
-SECRET_KEYS = {
-    "api_key",
-    "apikey",
-    "x-api-key",
-    "token",
-    "access_token",
-    "hf_token",
-    "secret",
-    "password",
-    "passwd",
-    "authorization",
-    "cookie",
-}
-
-
-# -- redaction --------------------------------------------------------------------------------
-class Redactor:
-    def __init__(self, secrets: Sequence[str] = (), environ: Mapping[str, str] | None = None, max_chars: int = MAX_ATTRIBUTE_CHARS) -> None:
-        env = os.environ if environ is None else environ
-        values = {v for k, v in env.items() if SECRET_ENV.search(k) and len(v) >= 8}
-        values |= {s for s in secrets if s and len(s) >= 6}
-        self._secrets = sorted(values, key=len, reverse=True)
-        self.max_chars = max_chars
-        # text past the cap is dropped, so only the cap plus a margin (longer than any secret or
-        # pattern prefix) is scanned; the margin itself never reaches the output
-        self._margin = max(_MARGIN, *(len(s) + 1 for s in self._secrets)) if self._secrets else _MARGIN
-        # the same long values (system prompt, conversation so far) recur in span after span
-        self._cache: dict[str, str] = {}
-        self._cached_chars = 0
-
-    def text(self, value: str) -> str:
-        if len(value) < _CACHE_MIN_CHARS:
-            return self._text(value)
-        cached = self._cache.get(value)
-        if cached is None:
-            cached = self._text(value)
-            if self._cached_chars > _CACHE_MAX_CHARS:
-                self._cache.clear()
-                self._cached_chars = 0
-            self._cache[value] = cached
-            self._cached_chars += len(value)
-        return cached
-
-    def _text(self, value: str) -> str:
-        limit = self.max_chars + self._margin
-        cut = len(value) > limit
-        if cut:
-            value = value[:limit]
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        folded = value.casefold()  # cheap checks first: most values hold none of the patterns
-        for pattern, replacement, needles, fold in _PATTERNS:
-            haystack = folded if fold else value
-            if any(n in haystack for n in needles):
-                value = pattern.sub(replacement, value)
-        if cut:  # the tail may hold the start of a secret cut in two: drop it with the margin
-            return value[: max(0, min(self.max_chars, len(value) - self._margin))] + "...[TRUNCATED]"
-        if len(value) > self.max_chars:
-            value = value[: self.max_chars] + "...[TRUNCATED]"
-        return value
-
-    def value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, tuple | list):
-            return tuple(self.text(v) if isinstance(v, str) else v for v in value)
-        return value
-
-    def attributes(self, attrs: Attributes) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in (attrs or {}).items():
-            secret_key = key.rsplit(".", 1)[-1].lower() in SECRET_KEYS
-            out[key] = REDACTED if secret_key and isinstance(value, str) else self.value(value)
-        return out
 
 
 def usage_attributes(attrs: Attributes) -> dict[str, Any]:
@@ -165,6 +70,7 @@ def usage_attributes(attrs: Attributes) -> dict[str, Any]:
     return out
 
 
+# -- redaction (the run's one Redactor, see redact.py) -------------------------------------------
 class RedactingSpanExporter(SpanExporter):
     """Redacts and caps attributes (and adds the GenAI usage names) before handing spans to the
     real exporter."""
@@ -176,8 +82,12 @@ class RedactingSpanExporter(SpanExporter):
     def _clean(self, span: ReadableSpan) -> ReadableSpan:
         r = self._redactor
         from opentelemetry.sdk.trace import Event
+        from opentelemetry.trace import Status
 
         events = [Event(e.name, r.attributes(e.attributes), e.timestamp) for e in span.events]
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, r.text(status.description))
         return ReadableSpan(
             name=span.name,
             context=span.context,
@@ -187,7 +97,7 @@ class RedactingSpanExporter(SpanExporter):
             events=events,
             links=span.links,
             kind=span.kind,
-            status=span.status,
+            status=status,
             start_time=span.start_time,
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
@@ -383,6 +293,7 @@ class RunTracing:
         resource_attributes: Mapping[str, str] | None = None,
         secrets: Sequence[str] = (),
         export_timeout_s: float = 2.0,
+        redactor: Redactor | None = None,
     ) -> None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -393,7 +304,7 @@ class RunTracing:
         self.provider = TracerProvider(resource=Resource.create(attributes))
         for processor in _genai_processors():
             self.provider.add_span_processor(processor)
-        self.redactor = Redactor(secrets)
+        self.redactor = redactor if redactor is not None else Redactor(secrets)
         exporter = OTLPSpanExporter(endpoint=f"http://{collector_endpoint}", insecure=True, timeout=export_timeout_s)
         self._processor = BatchSpanProcessor(
             RedactingSpanExporter(exporter, self.redactor),

@@ -14,21 +14,23 @@ from typing import Any
 from .collector import Collector, RunTelemetry
 from .config import EvalConfig
 from .gpu import otel_console_line
+from .redact import Redactor
 
 log = logging.getLogger(__name__)
 
 
 class RunTelemetrySession:
-    def __init__(self, config: EvalConfig, gpu_enabled: bool, secrets: list[str]) -> None:
+    def __init__(self, config: EvalConfig, gpu_enabled: bool, redactor: Redactor) -> None:
         self.config = config
         self.gpu_enabled = gpu_enabled
-        self.secrets = secrets
+        self.redactor = redactor
         self.collector: Collector | None = None
         self.tracing: Any = None
         self.advertised_endpoint: str | None = None
         self.report: dict[str, Any] = {"collector": None, "tracing": False, "warnings": []}
 
     def _warn(self, message: str) -> None:
+        message = self.redactor.scrub(message)
         self.report["warnings"].append(message)
         print(f"[WARN] {message}", flush=True)
 
@@ -67,7 +69,7 @@ class RunTelemetrySession:
                 cfg.run_id,
                 self.collector.endpoint,
                 {"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
-                secrets=self.secrets,
+                redactor=self.redactor,
             )
             self.tracing.activate({"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "run.id": cfg.run_id})
         except Exception as err:

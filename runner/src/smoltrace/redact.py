@@ -1,0 +1,296 @@
+"""The one redactor: every artefact of a run passes through it before it is written or sent.
+
+Spans (before export), result rows (checkpoint, results.json, and so the report and the Hub),
+metadata (`config`, `command`), console lines and the log (`--debug`) all use the same
+`Redactor`, built once per run from what it knows is secret:
+
+- values of secret-named environment variables (`*_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`, ...);
+- the Hugging Face token; the values of secret-named `--model-args` at any depth
+  (`api_key=...`, `extra_headers={"Authorization": ...}`, `vertex_credentials={"private_key": ...}`,
+  everything under a `*credentials` argument), also as they appear JSON-escaped;
+- the password of URL userinfo (`--api-base http://user:pass@host`, `--otlp-forward`).
+
+Without knowing a value it still catches credential shapes: `Bearer <token>`, `NAME=value` /
+`"name": "value"` where the name ends in key/token/secret/password/... with any prefix
+(`DB_PASSWORD=...`), URL userinfo (`scheme://user:pass@`), `sk-...` and `hf_...` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+REDACTED = "[REDACTED]"
+MAX_ATTRIBUTE_CHARS = 8192
+MIN_SECRET_CHARS = 6
+MIN_ENV_SECRET_CHARS = 8
+
+# environment variables whose values are secrets (anywhere in the name)
+SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
+# the last word of a field name that makes its value a secret (api_key, DB_PASSWORD, x-api-key,
+# Authorization, vertex_credentials, accessToken ...)
+_SECRET_WORDS = frozenset(
+    {"key", "apikey", "token", "secret", "password", "passwd", "pwd", "authorization", "auth", "credential", "credentials", "cookie"}
+)
+_SECRET_NAMES = frozenset({"api_key", "x-api-key", "private_key", "client_secret", "hf_token", "access_token", "set-cookie"})
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+_NAME = r"[A-Za-z0-9_.-]*(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)"
+# (pattern, replacement, needles: one of them occurs in any match (in the casefolded text if fold))
+_PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...], bool], ...] = (
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"), r"\1" + REDACTED + "@", ("://",), False),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED, ("bearer",), True),
+    (
+        re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/=]{8,}"),
+        r"\1" + REDACTED,
+        ("basic",),
+        True,
+    ),
+    (
+        re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_NAME})[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}}&]{{6,}}"),
+        r"\1" + REDACTED,
+        ("key", "token", "secret", "passw", "pwd", "author", "credential"),
+        True,
+    ),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False),
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False),
+)
+_MARGIN = 256
+_CACHE_MIN_CHARS = 512
+_CACHE_MAX_CHARS = 8_000_000
+
+
+def secret_name(name: str) -> bool:
+    """Whether a field named `name` holds a secret: its last word is key/token/secret/password/..."""
+    lowered = name.strip().lower()
+    if lowered in _SECRET_NAMES or lowered in _SECRET_WORDS:
+        return True
+    words = _WORDS.findall(name.strip())
+    return bool(words) and words[-1].lower() in _SECRET_WORDS
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple | set):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def secret_values(values: Any) -> list[str]:
+    """Every value stored under a secret-named key, at any depth (and whole secret-named subtrees)."""
+    out: list[str] = []
+    if isinstance(values, Mapping):
+        for key, item in values.items():
+            if secret_name(str(key)):
+                out.extend(_leaves(item))
+                if not isinstance(item, str):
+                    out.append(json.dumps(item, ensure_ascii=False, default=str))
+            else:
+                out.extend(secret_values(item))
+    elif isinstance(values, list | tuple):
+        for item in values:
+            out.extend(secret_values(item))
+    elif isinstance(values, str) and values[:1] in "{[":
+        try:
+            out.extend(secret_values(json.loads(values)))
+        except ValueError:
+            pass
+    return out
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The userinfo of a URL (user:pass@), as written and its password alone."""
+    if not url or "@" not in url:
+        return []
+    try:
+        parts = urlsplit(url if "://" in url else "//" + url)
+    except ValueError:
+        return []
+    out = []
+    if parts.password:
+        out.append(parts.password)
+    if parts.username and parts.password is not None:
+        out.append(f"{parts.username}:{parts.password}")
+    return out
+
+
+def _secret_shaped(value: Any) -> bool:
+    """A value a secret-named field could hide a secret in (not a count, a flag or nothing)."""
+    return bool(value) and isinstance(value, str | Mapping | list | tuple)
+
+
+def redact_keys(values: Any) -> Any:
+    """A copy with every secret-named field's value replaced, at any depth (no text scanning)."""
+    if isinstance(values, Mapping):
+        return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else redact_keys(v) for k, v in values.items()}
+    if isinstance(values, list | tuple):
+        return [redact_keys(v) for v in values]
+    return values
+
+
+class Redactor:
+    def __init__(self, secrets: Sequence[str] = (), environ: Mapping[str, str] | None = None, max_chars: int = MAX_ATTRIBUTE_CHARS) -> None:
+        env = os.environ if environ is None else environ
+        values = {v for k, v in env.items() if SECRET_ENV.search(k) and len(v) >= MIN_ENV_SECRET_CHARS}
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET_CHARS:
+                values.add(secret)
+                escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # as it appears inside JSON text
+                values.add(escaped)
+                values.add(json.dumps(escaped, ensure_ascii=False)[1:-1])  # JSON inside JSON (a stored request body)
+        self._secrets = sorted(values, key=len, reverse=True)
+        self.max_chars = max_chars
+        # text past the cap is dropped, so only the cap plus a margin (longer than any secret or
+        # pattern prefix) is scanned; the margin itself never reaches the output
+        self._margin = max(_MARGIN, *(len(s) + 1 for s in self._secrets)) if self._secrets else _MARGIN
+        # the same long values (system prompt, conversation so far) recur in span after span
+        self._cache: dict[str, str] = {}
+        self._cached_chars = 0
+
+    @classmethod
+    def for_run(
+        cls,
+        *,
+        model_args: Mapping[str, Any] | None = None,
+        urls: Iterable[str | None] = (),
+        tokens: Iterable[str | None] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> Redactor:
+        secrets = [t for t in tokens if t]
+        secrets += secret_values(dict(model_args or {}))
+        for url in urls:
+            secrets += url_secrets(url)
+        return cls(secrets, environ)
+
+    # -- text and data ------------------------------------------------------------------------
+    def scrub(self, value: str) -> str:
+        """Known secrets and credential shapes replaced; no length cap."""
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        folded = value.casefold()  # cheap checks first: most values hold none of the patterns
+        for pattern, replacement, needles, fold in _PATTERNS:
+            haystack = folded if fold else value
+            if any(n in haystack for n in needles):
+                value = pattern.sub(replacement, value)
+        return value
+
+    def text(self, value: str) -> str:
+        """`scrub`, capped at `max_chars` (span attributes); long values are cached."""
+        if len(value) < _CACHE_MIN_CHARS:
+            return self._capped(value)
+        cached = self._cache.get(value)
+        if cached is None:
+            cached = self._capped(value)
+            if self._cached_chars > _CACHE_MAX_CHARS:
+                self._cache.clear()
+                self._cached_chars = 0
+            self._cache[value] = cached
+            self._cached_chars += len(value)
+        return cached
+
+    def _capped(self, value: str) -> str:
+        limit = self.max_chars + self._margin
+        cut = len(value) > limit
+        if cut:
+            value = value[:limit]
+        value = self.scrub(value)
+        if cut:  # the tail may hold the start of a secret cut in two: drop it with the margin
+            return value[: max(0, min(self.max_chars, len(value) - self._margin))] + "...[TRUNCATED]"
+        if len(value) > self.max_chars:
+            value = value[: self.max_chars] + "...[TRUNCATED]"
+        return value
+
+    def data(self, value: Any) -> Any:
+        """A JSON-like document with secret-named fields replaced and every string scrubbed."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, Mapping):
+            return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+    # -- span attributes ----------------------------------------------------------------------
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, tuple | list):
+            return tuple(self.text(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    def attributes(self, attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in (attrs or {}).items():
+            secret_key = secret_name(key.rsplit(".", 1)[-1])
+            out[key] = REDACTED if secret_key and isinstance(value, str) else self.value(value)
+        return out
+
+    # -- logs ---------------------------------------------------------------------------------
+    def log_filter(self) -> RedactingLogFilter:
+        return RedactingLogFilter(self)
+
+
+class RedactingLogFilter(logging.Filter):
+    """Rewrites a record's message (arguments merged in) and traceback text through the redactor."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: keep what there is, redacted
+            message = f"{record.msg} {record.args}"
+        record.msg = self.redactor.scrub(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor.scrub(record.stack_info)
+        return True
+
+
+_installed: RedactingLogFilter | None = None
+_base_factory = logging.getLogRecordFactory()
+
+
+def install_log_redaction(redactor: Redactor) -> None:
+    """Every log record of the process, whichever logger and handler (litellm has its own), is
+    redacted as it is made: the filter runs from the record factory."""
+    global _installed
+    _installed = redactor.log_filter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _base_factory(*args, **kwargs)
+        if _installed is not None:
+            _installed.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def scrub(text: str) -> str:
+    """A console line through the installed redactor (or one that knows only the environment)."""
+    redactor = _installed.redactor if _installed is not None else Redactor()
+    return redactor.scrub(text)
+
+
+def uninstall_log_redaction() -> None:
+    global _installed
+    _installed = None
+    logging.setLogRecordFactory(_base_factory)

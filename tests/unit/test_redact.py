@@ -1,0 +1,92 @@
+"""smoltrace.redact: the one redactor of spans, rows, metadata, console lines and logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from smoltrace.redact import REDACTED, Redactor, install_log_redaction, redact_keys, secret_values, uninstall_log_redaction
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("DB_PASSWORD=hunter2hunter2", "hunter2hunter2"),  # \b did not match after DB_
+        ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "wJalrXUtnFEMI"),
+        ("GITHUB_TOKEN: ghzqtoken123456", "ghzqtoken123456"),
+        ('{"stripe_secret": "zq4242424242"}', "zq4242424242"),
+        ("see http://alice:s3cr3tpass@db.internal:5432/x", "s3cr3tpass"),
+        ("postgres://alice:s3cr3tpass@db/x", "alice:s3cr3tpass"),
+        ("Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l", "YWxhZGRpbjpvcGVuc2VzYW1l"),
+    ],
+)
+def test_credential_shapes_with_any_prefix(text: str, leaked: str) -> None:
+    out = Redactor(environ={}).scrub(text)
+    assert leaked not in out and REDACTED in out
+
+
+@pytest.mark.parametrize(
+    "text", ["max_tokens=256 total_tokens: 1234567", "a monkey=bananas123", "http://example.com/a@b", "a basic understanding"]
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert Redactor(environ={}).scrub(text) == text
+
+
+def test_secret_model_args_at_any_depth() -> None:
+    args = {
+        "temperature": 0,
+        "extra_headers": {"Authorization": "zqHEADER1", "X-Trace": "visible"},
+        "vertex_credentials": {"private_key": "-----BEGIN\nzqKEY2\n-----END", "client_email": "a@b.c"},
+        "nested": [{"api_key": "zqNESTED3"}],
+        "json_text": json.dumps({"token": "zqJSON4xx"}),
+    }
+    values = secret_values(args)
+    assert {"zqHEADER1", "-----BEGIN\nzqKEY2\n-----END", "zqNESTED3", "zqJSON4xx"} <= set(values)
+    assert "visible" not in values and "a@b.c" in values  # everything under *credentials
+    assert redact_keys(args) == {
+        "temperature": 0,
+        "extra_headers": {"Authorization": REDACTED, "X-Trace": "visible"},
+        "vertex_credentials": REDACTED,
+        "nested": [{"api_key": REDACTED}],
+        "json_text": args["json_text"],
+    }
+    redactor = Redactor.for_run(model_args=args, environ={})
+    # the private key as JSON text (newlines escaped), e.g. inside a logged request body
+    dumped = json.dumps({"credentials": args["vertex_credentials"]})
+    assert "zqKEY2" not in redactor.scrub(dumped)
+    assert "zqJSON4xx" not in redactor.scrub("sent zqJSON4xx")
+
+
+def test_data_redacts_secret_fields_and_strings_but_keeps_counts() -> None:
+    r = Redactor(secrets=["zqRUNsecret"], environ={})
+    doc = {"response": "the key is zqRUNsecret", "token": "abc", "total_tokens": 5, "token_count": 3, "rows": [("zqRUNsecret", 1)]}
+    assert r.data(doc) == {
+        "response": f"the key is {REDACTED}",
+        "token": REDACTED,
+        "total_tokens": 5,
+        "token_count": 3,
+        "rows": [[REDACTED, 1]],
+    }
+
+
+def test_url_userinfo_is_a_known_secret() -> None:
+    r = Redactor.for_run(urls=["http://user:zqPASSword9@127.0.0.1:9/v1", None], environ={})
+    assert r.scrub("connecting with zqPASSword9") == f"connecting with {REDACTED}"
+
+
+def test_the_log_filter_redacts_every_logger_and_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction(Redactor(secrets=["zqLOGsecret1"], environ={}))
+    try:
+        other = logging.getLogger("some.library")
+        with caplog.at_level(logging.DEBUG):
+            other.debug("request headers %s", {"Authorization": "zqLOGsecret1"})
+            try:
+                raise RuntimeError("failed with DB_PASSWORD=zqTRACEBACK9")
+            except RuntimeError:
+                other.exception("boom")
+    finally:
+        uninstall_log_redaction()
+    assert "zqLOGsecret1" not in caplog.text and "zqTRACEBACK9" not in caplog.text
+    assert caplog.text.count(REDACTED) >= 2
