@@ -3,10 +3,13 @@ CSS/JS read as package files with importlib.resources) and the page-wide Content
 
 The CSP lives here (`CSP`), in one place for the report, compare and leaderboard pages; the layout
 (`templates/layout.html.j2`) puts it in a <meta http-equiv> tag. The page's only script is
-`static/report.js`, inlined verbatim."""
+`static/report.js`, inlined verbatim and allowed by its hash (`script-src 'sha256-...'`, no
+'unsafe-inline'): a script a run's data managed to put in the page would not run."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -14,7 +17,6 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def _package_file(*parts: str) -> str:
@@ -25,6 +27,17 @@ CSS = _package_file("static", "report.css")
 JS = _package_file("static", "report.js")
 if "</" in JS or "</" in CSS:  # inlined verbatim: a closing tag inside would end the element early
     raise RuntimeError("report.js/report.css must not contain '</'")
+
+
+def script_hash(source: str) -> str:
+    """The CSP source that allows exactly this inline script (and nothing a run's data could inject)."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+CSP = (
+    f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash(JS)}; img-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 
 def _load(name: str) -> str:
