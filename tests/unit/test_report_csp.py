@@ -22,4 +22,4 @@ def test_script_src_is_the_hash_of_the_inline_script(tmp_path: Path) -> None:
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
     assert policy["script-src"] == f"'sha256-{digest}'", "the hash matches the script as it is in the page"
     assert re.fullmatch(r"'sha256-[A-Za-z0-9+/]{43}='", policy["script-src"])
-    assert report.CSP == meta["content"]
+    assert meta["content"] == report.CSP

@@ -18,7 +18,6 @@ import jinja2
 from markupsafe import Markup
 
 
-
 def _package_file(*parts: str) -> str:
     return resources.files(__package__).joinpath(*parts).read_text("utf-8")
 
