@@ -33,10 +33,7 @@ def script_hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-CSP = (
-    f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash(JS)}; img-src data:; "
-    "base-uri 'none'; form-action 'none'"
-)
+CSP = f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash(JS)}; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def _load(name: str) -> str:
