@@ -249,7 +249,9 @@ def test_runner_waits_for_a_healthy_exporter_and_reaches_it_by_service_name() ->
     # the collector listens on all of the container's interfaces and is advertised by service name
     assert host_port(config.collector_address) == ("0.0.0.0", 4317)
     assert host_port(config.collector_advertise) == (RUNNER, 4317)
-    assert config.enable_gpu_metrics and not config.disable_gpu_metrics
+    # the seed rule: GPU metrics are not forced on (an API model is not measured against the host's GPUs)
+    assert not config.enable_gpu_metrics and not config.disable_gpu_metrics
+    assert config.gpus == "all" and env_list(runner)["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert config.output_dir == "/results"
     assert config.model == "HuggingFaceTB/SmolLM2-1.7B-Instruct" and config.provider == "transformers"
     assert config.limit == 4 and config.model_args == {"max_new_tokens": 512}, "SMOLTRACE_EXTRA_ARGS reaches the command"
@@ -280,6 +282,11 @@ def test_runner_settings_come_from_env() -> None:
     )
     assert runner["build"]["args"]["VARIANT"] == "cpu" and runner["image"].endswith("-cpu")
     assert runner["user"] == "1000:10001"
+    # SMOLTRACE_GPUS picks the runner container's GPUs and the ones its run is charged for
+    picked = compose({**env, "SMOLTRACE_GPUS": "GPU-8d3f6c2a-1111,2"})["services"][RUNNER]
+    assert env_list(picked)["NVIDIA_VISIBLE_DEVICES"] == "GPU-8d3f6c2a-1111,2"
+    assert config_from_args(build_parser().parse_args(command_args(picked))).gpus == "GPU-8d3f6c2a-1111,2"
+    assert not config.enable_gpu_metrics  # litellm: no GPU metrics under compose either
     # defaults without any .env
     default = config_from_args(build_parser().parse_args(command_args(compose({})["services"][RUNNER])))
     assert default.limit is None and default.output_format == "json"

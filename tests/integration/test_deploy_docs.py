@@ -55,9 +55,9 @@ def test_readme_documents_compose_kubernetes_and_links_the_guide() -> None:
         "(docs/DEPLOYMENT.md)",
     ):
         assert needle in section, needle
-    # the GPU-scope limitation is stated, not hidden
-    assert "does not yet pass its GPU UUIDs" in section and "planned runner flag" in section
-    assert "does not pass any yet" in GUIDE.read_text("utf-8")
+    # how a pod's run is scoped to its own GPU is stated
+    assert "the device plugin names the pod's GPU" in section and "measures that GPU only" in section
+    assert "StartSampling.gpu_uuids" in GUIDE.read_text("utf-8")
 
 
 def test_every_env_example_key_is_in_the_readme_table() -> None:

@@ -262,6 +262,26 @@ def test_runner_reaches_the_sidecar_and_the_sidecar_config_loads(name: str) -> N
 
 
 @pytest.mark.parametrize("name", EVAL_JOBS)
+def test_the_runner_takes_its_gpu_from_the_device_plugin(name: str) -> None:
+    """No variable or flag on the runner overrides the device plugin's NVIDIA_VISIBLE_DEVICES, the
+    seed rule holds (no forced --enable-gpu-metrics), and the plugin's UUID is the run's scope on a
+    4-GPU node whose sidecar sees every GPU."""
+    from smoltrace.config import build_parser, config_from_args
+    from smoltrace.gpu_scope import ExporterDevice, ScopeInputs, resolve_scope
+
+    runner = container(pod_spec(one(name)), "runner")
+    env_names = {e["name"] for e in runner.get("env", [])}
+    assert not env_names & {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "SMOLTRACE_GPUS"}
+    args = [re.sub(r"\$\(\w+\)", "0", a) for a in runner["args"]]
+    assert not any(a.startswith(("--gpus", "--enable-gpu-metrics")) for a in args)
+    cfg = config_from_args(build_parser().parse_args(args))
+    node = [ExporterDevice(i, f"GPU-5170a7ed-0000-4000-8000-{i:012d}") for i in range(4)]
+    injected = {"NVIDIA_VISIBLE_DEVICES": node[2].uuid}  # what the device plugin sets in the container
+    scope = resolve_scope(ScopeInputs.read(cfg.gpus, injected), node, embedded=cfg.gpu_exporter is None)
+    assert (scope.source, scope.uuids) == ("nvidia_visible_devices", (node[2].uuid,))
+
+
+@pytest.mark.parametrize("name", EVAL_JOBS)
 def test_exporter_probes_use_the_grpc_health_service(name: str) -> None:
     sidecar = container(pod_spec(one(name)), "gpu-exporter")
     grpc_address = literal_env(sidecar)["SMOLTRACE_GPU_EXPORTER_GRPC_ADDRESS"]

@@ -215,3 +215,13 @@ def test_the_embedded_child_gets_only_what_it_uses() -> None:
         "SMOLTRACE_GPU_EXPORTER_CARBON_INTENSITY": "100",
         "SMOLTRACE_GPU_EXPORTER_PUE": "1.2",
     }
+
+
+def test_the_device_plugins_volume_mounts_strategy(tmp_path) -> None:
+    """NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices: the folder's entries are the devices."""
+    folder = tmp_path / "nvidia-container-devices"
+    folder.mkdir()
+    (folder / UUIDS[3]).touch()
+    got = scope({"NVIDIA_VISIBLE_DEVICES": str(folder)})
+    assert (got.source, got.uuids) == (SOURCE_NVIDIA, (UUIDS[3],))
+    assert scope({"NVIDIA_VISIBLE_DEVICES": str(tmp_path / "missing")}).source == SOURCE_ALL

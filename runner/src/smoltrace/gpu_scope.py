@@ -23,6 +23,7 @@ the devices the exporter sees. Pure functions over the exporter's device list: n
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +88,7 @@ class ScopeInputs:
         return cls(
             gpus=gpus_flag if gpus_flag is not None else environ.get(ENV_GPUS),
             gpus_from_env=from_env,
-            nvidia_visible_devices=environ.get("NVIDIA_VISIBLE_DEVICES"),
+            nvidia_visible_devices=_device_list(environ.get("NVIDIA_VISIBLE_DEVICES")),
             cuda_visible_devices=environ.get("CUDA_VISIBLE_DEVICES"),
             cuda_device_order=environ.get("CUDA_DEVICE_ORDER"),
         )
@@ -104,6 +105,19 @@ class ScopeInputs:
 
     def _gpus_name(self) -> str:
         return ENV_GPUS if self.gpus_from_env else "--gpus"
+
+
+def _device_list(value: str | None) -> str | None:
+    """NVIDIA_VISIBLE_DEVICES as a list. The device plugin's volume-mounts strategy sets it to a
+    folder (/var/run/nvidia-container-devices) whose entries are the devices; unreadable or empty,
+    it says nothing (None)."""
+    if value is None or not value.strip().startswith("/"):
+        return value
+    try:
+        names = sorted(entry.name for entry in os.scandir(value.strip()))
+    except OSError:
+        return None
+    return ",".join(names) or None
 
 
 def split_list(text: str) -> list[str]:
