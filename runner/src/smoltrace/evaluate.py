@@ -147,7 +147,16 @@ class Evaluation:
         cfg = self.config
         started = utc_now()
         task_set, executions, prompt = self.prepare()
-        spec = ModelSpec(cfg.provider, cfg.model, cfg.api_base, cfg.model_args, self.hf_token, cfg.task_timeout, cfg.seed)
+        spec = ModelSpec(
+            cfg.provider,
+            cfg.model,
+            cfg.api_base,
+            cfg.model_args,
+            self.hf_token,
+            cfg.task_timeout,
+            cfg.seed,
+            parallel_workers=cfg.parallel_workers,
+        )
         target = preflight(spec)
         # built (weights loaded) before the run folder exists: a model that cannot load leaves nothing behind
         model = build_model(spec, RetryPolicy(max_retries=cfg.max_retries))

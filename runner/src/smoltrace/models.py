@@ -49,6 +49,7 @@ class ModelSpec:
     hf_token: str | None = None
     request_timeout_s: float | None = None
     seed: int | None = None
+    parallel_workers: int = 1  # transformers: concurrent calls are generated as one batch
 
 
 def ollama_base(api_base: str | None, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -285,7 +286,13 @@ def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
         with lock:
             return generate(*a, **kw)
 
-    model.generate = locked_generate
+    batcher = None
+    if spec.parallel_workers > 1:
+        from .batching import install_batcher
+
+        batcher = install_batcher(model, max_batch=spec.parallel_workers)
+    # with a batcher, concurrent calls meet in the model's generate (which runs one batch at a time)
+    model.generate = generate if batcher is not None else locked_generate
     if hasattr(model, "generate_stream"):
         generate_stream = _late_bound(model, "generate_stream")
 

@@ -1,0 +1,238 @@
+"""Batched local generation: concurrent agents' `generate` calls on one transformers model run
+as one batch (`--provider transformers --parallel-workers N`).
+
+smolagents' `TransformersModel.generate` stays as it is (so its instrumentation still makes one
+LLM span per call, in the caller's thread): only the underlying `model.generate` of the
+transformers model is replaced by a `GenerateBatcher`. A call waits a short collection window
+for others, then one caller runs `generate` for everything pending: prompts left-padded with an
+attention mask, one stopping criterion that ends each row on its own stop strings, its own
+`max_new_tokens` and EOS. Each caller gets back a tensor shaped like an unbatched result (its
+own prompt and its own generated tokens), so its text and token counts stay its own.
+
+transformers' continuous batching (`generate_batch`) takes a list of prompts up front and one
+generation config for all; agents' calls arrive one at a time with their own stop strings and
+token limits, so the micro-batcher is what fits here.
+
+Calls that do not fit a batch (a batch size other than 1, a streamer, stopping criteria other
+than smolagents' stop strings, dict outputs) run alone, one at a time, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 0.01
+_SOLO_KWARGS = ("streamer", "return_dict_in_generate", "output_scores", "output_logits", "num_return_sequences", "num_beams")
+
+
+@dataclass(eq=False)
+class _Request:
+    ids: Any  # 1-D LongTensor: the prompt
+    stops: tuple[str, ...]
+    max_new_tokens: int
+    key: str  # the other generation arguments: only requests with the same key share a batch
+    kwargs: dict[str, Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _RowStops:
+    """Per-row stopping for a batch: each row ends at its own stop string (checked as smolagents
+    does, on the concatenated decoded tokens), its own max_new_tokens, or EOS. Records how many
+    tokens each row generated."""
+
+    def __init__(self, requests: Sequence[_Request], prompt_len: int, decode: Callable[[Any], str], eos_ids: set[int]) -> None:
+        self.requests = requests
+        self.prompt_len = prompt_len
+        self.decode = decode
+        self.eos_ids = eos_ids
+        self.streams = [""] * len(requests)
+        self.lengths: list[int | None] = [None] * len(requests)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_len
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        last = input_ids[:, -1].tolist()
+        for i, request in enumerate(self.requests):
+            if self.lengths[i] is not None:
+                done[i] = True
+                continue
+            token = int(last[i])
+            finished = token in self.eos_ids or step >= request.max_new_tokens
+            if not finished and request.stops:
+                self.streams[i] += self.decode(token)
+                finished = any(self.streams[i].endswith(s) for s in request.stops)
+            if finished:
+                self.lengths[i] = step
+                done[i] = True
+        return done
+
+
+class GenerateBatcher:
+    """Drop-in for a transformers model's `generate` that batches concurrent single-prompt calls."""
+
+    def __init__(
+        self,
+        generate: Callable[..., Any],
+        *,
+        pad_token_id: int,
+        eos_token_ids: Sequence[int],
+        decode: Callable[[Any], str],
+        max_batch: int,
+        window_s: float = DEFAULT_WINDOW_S,
+    ) -> None:
+        self._generate = generate
+        self._pad = int(pad_token_id)
+        self._eos = {int(t) for t in eos_token_ids}
+        self._decode = decode
+        self.max_batch = max(1, int(max_batch))
+        self.window_s = window_s
+        self._run_lock = threading.Lock()  # one generate at a time on the model
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self.batches: list[int] = []  # the size of every batch run (for tests and the bench)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self._request(args, kwargs)
+        if request is None:
+            with self._run_lock:
+                return self._generate(*args, **kwargs)
+        with self._cond:
+            self._pending.append(request)
+            self._cond.notify_all()
+        while not request.done.is_set():
+            with self._run_lock:
+                if request.done.is_set():
+                    break
+                self._collect()
+                batch = self._take(request.key)
+                self._run(batch)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    # -- internals ----------------------------------------------------------------------------
+    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request | None:
+        inputs = kwargs.get("inputs", args[0] if args else None)
+        if args or inputs is None or getattr(inputs, "ndim", 0) != 2 or inputs.shape[0] != 1:
+            return None
+        if any(kwargs.get(k) not in (None, False, 1) for k in _SOLO_KWARGS):
+            return None
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not bool(mask.all()):
+            return None
+        stops: list[str] = []
+        for criterion in kwargs.get("stopping_criteria") or []:
+            strings = getattr(criterion, "stop_strings", None)
+            if strings is None:
+                return None  # a criterion we cannot apply per row
+            stops.extend(strings)
+        rest = {k: v for k, v in kwargs.items() if k not in ("inputs", "attention_mask", "stopping_criteria", "max_new_tokens")}
+        try:
+            key = repr(sorted(rest.items()))
+        except TypeError:
+            return None
+        max_new = int(kwargs.get("max_new_tokens") or 20)
+        return _Request(inputs[0], tuple(stops), max_new, key, rest)
+
+    def _collect(self) -> None:
+        """Wait up to the window for more calls to arrive (not when the batch is already full)."""
+        deadline = time.monotonic() + self.window_s
+        with self._cond:
+            while len(self._pending) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+
+    def _take(self, key: str) -> list[_Request]:
+        with self._cond:
+            batch = [r for r in self._pending if r.key == key][: self.max_batch]
+            for r in batch:
+                self._pending.remove(r)
+        return batch
+
+    def _run(self, batch: list[_Request]) -> None:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        try:
+            width = max(int(r.ids.shape[0]) for r in batch)
+            device = batch[0].ids.device
+            inputs = torch.full((len(batch), width), self._pad, dtype=batch[0].ids.dtype, device=device)
+            mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+            for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
+                n = int(r.ids.shape[0])
+                inputs[i, width - n :] = r.ids
+                mask[i, width - n :] = 1
+            stops = _RowStops(batch, width, self._decode, self._eos)
+            out = self._generate(
+                inputs=inputs,
+                attention_mask=mask,
+                max_new_tokens=max(r.max_new_tokens for r in batch),
+                stopping_criteria=StoppingCriteriaList([stops]),
+                pad_token_id=self._pad,
+                **batch[0].kwargs,
+            )
+            self.batches.append(len(batch))
+            generated = out.shape[1] - width
+            for i, r in enumerate(batch):
+                n = stops.lengths[i] if stops.lengths[i] is not None else generated
+                r.result = torch.cat([r.ids, out[i, width : width + n]]).unsqueeze(0)
+        except BaseException as err:  # noqa: BLE001 - every caller of the batch sees the failure (re-raised there)
+            for r in batch:
+                r.error = err
+        finally:
+            for r in batch:
+                r.done.set()
+
+
+def install_batcher(model: Any, max_batch: int, window_s: float = DEFAULT_WINDOW_S) -> GenerateBatcher | None:
+    """Batch the generate calls of a smolagents TransformersModel (text models; None if it cannot)."""
+    tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "processor", None), "tokenizer", None)
+    hf_model = getattr(model, "model", None)
+    if tokenizer is None or hf_model is None or getattr(model, "_is_vlm", False):
+        return None
+    config = getattr(hf_model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = [e for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None]
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+    if pad is None:
+        return None
+    # the callers now tokenize and decode concurrently: one lock for the (fast, Rust) tokenizer,
+    # whose Python wrapper is not safe to share between threads
+    tokenizer_lock = threading.RLock()
+    for name in ("apply_chat_template", "decode"):
+        setattr(tokenizer, name, _locked(getattr(tokenizer, name), tokenizer_lock))
+
+    def decode(token: Any) -> str:
+        return tokenizer.decode(token, skip_special_tokens=True)
+
+    def generate(*args: Any, **kwargs: Any) -> Any:  # late-bound: instrumentation patches the class later
+        return type(hf_model).generate(hf_model, *args, **kwargs)
+
+    batcher = GenerateBatcher(generate, pad_token_id=pad, eos_token_ids=eos_ids, decode=decode, max_batch=max_batch, window_s=window_s)
+    hf_model.generate = batcher
+    return batcher
+
+
+def _locked(call: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return call(*args, **kwargs)
+
+    return locked
