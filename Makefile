@@ -14,10 +14,10 @@ export OTEL_EXPORTER_OTLP_TIMEOUT := 2
 
 install: $(STAMP)
 
-$(STAMP): requirements/constraints.txt requirements/dev.txt gpu_exporter/pyproject.toml runner/pyproject.toml
+$(STAMP): requirements/constraints.txt requirements/dev.txt proto/pyproject.toml gpu_exporter/pyproject.toml runner/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt -e gpu_exporter -e runner
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt -e proto -e gpu_exporter -e runner
 	$(PY) -m pip check
 	touch $(STAMP)
 

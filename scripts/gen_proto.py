@@ -1,11 +1,11 @@
-"""Generate the gRPC stubs of proto/ into the exporter package (`make proto`).
+"""Generate the gRPC stubs of proto/ into the `smoltrace-proto` distribution (`make proto`).
 
-The stubs live in `smoltrace_gpu_exporter.api` so both distributions (the exporter and the
-runner, which depends on it) import them from one place. protoc writes absolute imports
+The stubs live in `smoltrace_proto` (proto/src/smoltrace_proto/), a small distribution of their
+own that both the exporter and the runner pin with `==`. protoc writes absolute imports
 (`from smoltrace.gpu.v1 import ...`); they are rewritten to relative ones so the generated
 package does not claim the `smoltrace` namespace that the runner owns.
 
-Usage: python scripts/gen_proto.py [--out DIR]   (default: the package's api/ folder)
+Usage: python scripts/gen_proto.py [--out DIR]   (default: proto/src/smoltrace_proto/)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PROTO_FILE = "smoltrace/gpu/v1/gpu_exporter.proto"
-DEFAULT_OUT = ROOT / "gpu_exporter" / "src" / "smoltrace_gpu_exporter" / "api"
+DEFAULT_OUT = ROOT / "proto" / "src" / "smoltrace_proto"
 GENERATED = ("gpu_exporter_pb2.py", "gpu_exporter_pb2.pyi", "gpu_exporter_pb2_grpc.py")
 
 

@@ -223,7 +223,7 @@ def worker(args: argparse.Namespace) -> int:
     import grpc
     import torch
 
-    from smoltrace_gpu_exporter.api import pb, pb_grpc
+    from smoltrace_proto import pb, pb_grpc
 
     torch.ones(1, device="cuda")  # CUDA context before the run starts
     Path(args.ready_file).write_text("ready")
@@ -366,9 +366,9 @@ def part_scoped(result: Result, args: argparse.Namespace) -> None:
 def part_energy(result: Result, args: argparse.Namespace) -> None:
     import grpc
 
-    from smoltrace_gpu_exporter.api import pb, pb_grpc
     from smoltrace_gpu_exporter.app import ExporterApp
     from smoltrace_gpu_exporter.config import ExporterConfig
+    from smoltrace_proto import pb, pb_grpc
 
     app = ExporterApp(ExporterConfig(grpc_address="127.0.0.1:0", metrics_address="127.0.0.1:0", backend="nvml", log_level="WARNING"))
     stub = pb_grpc.GpuExporterStub(grpc.insecure_channel(app.start().grpc))

@@ -27,7 +27,8 @@ from typing import IO, Any
 
 import grpc
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
+from smoltrace_proto import pb, pb_grpc
+from tests.fakes.exporter_client import OwnerStub
 from tests.fakes.otlp_receiver import OtlpReceiver
 
 RUN_SECONDS = 3.0
@@ -209,7 +210,7 @@ def main() -> int:
             say(f"[OTLP receiver] tests/fakes/otlp_receiver.py listening on {receiver.endpoint} (the run's collector)")
             say()
             with grpc.insecure_channel(ready["grpc"]) as channel:
-                stub = pb_grpc.GpuExporterStub(channel)
+                stub = OwnerStub(channel)
                 run_id, summary = drive_run(stub, receiver)
                 say()
                 print_summary(summary)

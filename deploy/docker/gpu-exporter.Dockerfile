@@ -13,9 +13,10 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
+COPY proto/ proto/
 COPY gpu_exporter/ gpu_exporter/
 RUN python -m venv /opt/exporter \
- && /opt/exporter/bin/pip install --no-cache-dir -c requirements/constraints.txt ./gpu_exporter \
+ && /opt/exporter/bin/pip install --no-cache-dir -c requirements/constraints.txt ./proto ./gpu_exporter \
  && /opt/exporter/bin/pip check
 
 FROM ${PYTHON_IMAGE}

@@ -55,10 +55,11 @@ RUN case "${VARIANT}" in \
     esac \
  && /opt/smoltrace/bin/pip install --no-cache-dir --index-url "${index}" "torch==${TORCH_VERSION}"
 COPY requirements/constraints.txt requirements/constraints.txt
+COPY proto/ proto/
 COPY gpu_exporter/ gpu_exporter/
 COPY runner/ runner/
 # every other dependency at the project's pins; the torch installed above satisfies the torch pin
-RUN /opt/smoltrace/bin/pip install --no-cache-dir -c requirements/constraints.txt ./gpu_exporter ./runner \
+RUN /opt/smoltrace/bin/pip install --no-cache-dir -c requirements/constraints.txt ./proto ./gpu_exporter ./runner \
  && /opt/smoltrace/bin/pip check
 
 # --- runtime ----------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from typing import Any
 import grpc
 import psutil
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
+from smoltrace_proto import pb, pb_grpc
+from tests.fakes.exporter_client import OwnerStub
 
 GPUS = 8
 READY_TIMEOUT_S = 30.0
@@ -267,7 +268,7 @@ def grpc_stub(address: str) -> Iterator[pb_grpc.GpuExporterStub]:
     channel = grpc.insecure_channel(address)
     try:
         grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_S)
-        yield pb_grpc.GpuExporterStub(channel)
+        yield OwnerStub(channel)
     finally:
         channel.close()
 

@@ -134,6 +134,7 @@ class OtlpReceiver:
         self._points: list[DataPoint] = []
         self.fail_with: grpc.StatusCode | None = None
         self.rejected = 0
+        self.request_headers: list[dict[str, str]] = []  # invocation metadata of every accepted request
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> OtlpReceiver:
@@ -183,6 +184,7 @@ class OtlpReceiver:
                 self.rejected += 1
             context.abort(status, "OtlpReceiver told to fail")
         with self._cond:
+            self.request_headers.append({k: str(v) for k, v in context.invocation_metadata() or ()})
             if metrics is not None:
                 self._metrics.append(metrics)
                 self._points.extend(points_of(metrics))

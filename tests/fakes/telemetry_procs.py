@@ -121,7 +121,7 @@ def child_env(**extra: str) -> dict[str, str]:
 class SimulatedExporter(ReadyLineProcess):
     """`smoltrace-gpu-exporter --backend simulated:N` on free loopback ports."""
 
-    def __init__(self, gpus: int = 2, export_interval_ms: int = 5000) -> None:
+    def __init__(self, gpus: int = 2, export_interval_ms: int = 5000, extra: tuple[str, ...] = ()) -> None:
         super().__init__(
             [
                 sys.executable,
@@ -137,6 +137,7 @@ class SimulatedExporter(ReadyLineProcess):
                 str(export_interval_ms),
                 "--log-level",
                 "WARNING",
+                *extra,
             ]
         )
         self.address = str(self.ready["grpc"])

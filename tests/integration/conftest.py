@@ -26,9 +26,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.config import ExporterConfig
+from smoltrace_proto import pb, pb_grpc
+from tests.fakes.exporter_client import OwnerStub
 from tests.fakes.otlp_receiver import OtlpReceiver
 
 os.environ.setdefault("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
@@ -81,7 +82,7 @@ class Client:
 
 def connect(address: str, credentials: grpc.ChannelCredentials | None = None, options: list[tuple[str, Any]] | None = None) -> Client:
     channel = grpc.secure_channel(address, credentials, options=options) if credentials else grpc.insecure_channel(address, options=options)
-    return Client(channel, pb_grpc.GpuExporterStub(channel), health_pb2_grpc.HealthStub(channel))
+    return Client(channel, OwnerStub(channel), health_pb2_grpc.HealthStub(channel))
 
 
 @pytest.fixture

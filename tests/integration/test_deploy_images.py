@@ -211,5 +211,10 @@ def test_dockerignore_keeps_a_local_env_file_out() -> None:
     matcher = PatternMatcher(patterns)
     for secret in (".env", ".env.local", "runner/token", "deploy/tls/server.key"):
         assert matcher.matches(secret), secret
-    for needed in ("runner/pyproject.toml", "gpu_exporter/src/smoltrace_gpu_exporter/cli.py", "requirements/constraints.txt"):
+    for needed in (
+        "runner/pyproject.toml",
+        "gpu_exporter/src/smoltrace_gpu_exporter/cli.py",
+        "proto/src/smoltrace_proto/gpu_exporter_pb2.py",
+        "requirements/constraints.txt",
+    ):
         assert not matcher.matches(needed), needed

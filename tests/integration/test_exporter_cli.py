@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from smoltrace_gpu_exporter import __version__
-from smoltrace_gpu_exporter.api import pb
+from smoltrace_proto import pb
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.integration.conftest import (
     RPC_TIMEOUT_S,

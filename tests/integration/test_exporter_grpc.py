@@ -13,9 +13,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.service import SERVICE_NAME
+from smoltrace_proto import pb
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, connect, sim_config, start_request
 
 SIM_UUIDS = ["GPU-5170a7ed-0000-4000-8000-000000000000", "GPU-5170a7ed-0000-4000-8000-000000000001"]

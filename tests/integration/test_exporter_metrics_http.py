@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.simulated import SimulatedBackend
+from smoltrace_proto import pb
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, http_get, scrape, series, start_request, value_of, wait_until
 
 SIM_UUIDS = ["GPU-5170a7ed-0000-4000-8000-000000000000", "GPU-5170a7ed-0000-4000-8000-000000000001"]

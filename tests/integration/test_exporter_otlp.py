@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.otlp import OtlpPublisher
 from smoltrace_gpu_exporter.prometheus import ExporterCollector, MetricsServer, make_registry
@@ -17,6 +16,7 @@ from smoltrace_gpu_exporter.runs import RunDefaults, RunRegistry
 from smoltrace_gpu_exporter.sampler import Sampler
 from smoltrace_gpu_exporter.service import GpuExporterService, build_server
 from smoltrace_gpu_exporter.simulated import SimulatedBackend
+from smoltrace_proto import pb
 from tests.fakes.otlp_receiver import DataPoint, OtlpReceiver
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, closed_port, connect, scrape, start_request, value_of, wait_until
 

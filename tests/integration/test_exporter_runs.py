@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
+from smoltrace_proto import pb
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, start_request
 
 JOULES_PER_KWH = 3_600_000.0
@@ -174,10 +174,11 @@ def test_two_concurrent_runs_each_get_their_own_summary(
     results: dict[str, tuple[pb.RunSummary, CounterBounds, float]] = {}
     errors: list[BaseException] = []
     a_started = threading.Event()
+    clients: dict[str, Client] = {}
 
     def drive(run_id: str, delay: float, seconds: float, interval_ms: int, gpu_uuids: list[str]) -> None:
         try:
-            client = client_factory(app.addresses.grpc)  # each thread its own channel
+            client = clients[run_id] = client_factory(app.addresses.grpc)  # each thread its own channel
             if delay:
                 assert a_started.wait(5)
                 time.sleep(delay)
@@ -214,10 +215,9 @@ def test_two_concurrent_runs_each_get_their_own_summary(
     assert abs(a.sample_count - (a.duration_seconds / 0.1 + 1)) <= 3
     assert b.duration_seconds / 0.2 + 1 - 2 <= b.sample_count <= b.duration_seconds / 0.1 + 3
     assert a.energy_joules != b.energy_joules
-    # each keeps its own summary: a second stop returns exactly it
-    client = client_factory(app.addresses.grpc)
-    assert client.stub.StopSampling(pb.StopSamplingRequest(run_id="overlap-a"), timeout=RPC_TIMEOUT_S) == a
-    assert client.stub.StopSampling(pb.StopSamplingRequest(run_id="overlap-b"), timeout=RPC_TIMEOUT_S) == b
+    # each keeps its own summary: a second stop (by its owner) returns exactly it
+    assert clients["overlap-a"].stub.StopSampling(pb.StopSamplingRequest(run_id="overlap-a"), timeout=RPC_TIMEOUT_S) == a
+    assert clients["overlap-b"].stub.StopSampling(pb.StopSamplingRequest(run_id="overlap-b"), timeout=RPC_TIMEOUT_S) == b
 
 
 def test_the_sampling_interval_follows_the_live_runs(make_app: Callable[..., ExporterApp], client_factory: Callable[..., Client]) -> None:

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.config import ConfigError
+from smoltrace_proto import pb
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, sim_config, start_request
 
 TOKEN = "s3cret-token-for-tests"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pynvml
 import pytest
 
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
+from smoltrace_proto import pb
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.integration.conftest import RPC_TIMEOUT_S, Client, scrape, series, sim_config, start_request, value_of
 

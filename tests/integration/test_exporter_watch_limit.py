@@ -7,17 +7,18 @@ import time
 
 import grpc
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_gpu_exporter.config import ExporterConfig
 from smoltrace_gpu_exporter.service import MAX_WATCHERS
+from smoltrace_proto import pb
+from tests.fakes.exporter_client import OwnerStub
 
 
 def test_watchers_are_capped_and_heartbeats_still_answer() -> None:
     app = ExporterApp(ExporterConfig(grpc_address="127.0.0.1:0", metrics_address="127.0.0.1:0", backend="simulated:1"))
     addresses = app.start()
     channel = grpc.insecure_channel(addresses.grpc)
-    stub = pb_grpc.GpuExporterStub(channel)
+    stub = OwnerStub(channel)
     streams = []
     try:
         stub.StartSampling(pb.StartSamplingRequest(run_id="watched", interval_ms=100), timeout=5)

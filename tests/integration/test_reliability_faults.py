@@ -22,9 +22,10 @@ from typing import Any
 import grpc
 import pytest
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
+from smoltrace_proto import pb, pb_grpc
 from tests.fakes import hub_server
 from tests.fakes.chat_servers import FakeOpenAIServer, Script, call, final
+from tests.fakes.exporter_client import OwnerStub
 from tests.fakes.hub_env import fake_hub_fixture  # noqa: F401 - fixture
 from tests.fakes.runner_fixtures import (  # noqa: F401 - fixtures
     assert_no_traceback,
@@ -126,7 +127,7 @@ def test_exporter_restarted_mid_run(tmp_path: Path, runner_env: None) -> None:
         assert "StopSampling failed" in run.metadata["gpu_metrics"]["warning"]
         # the restarted exporter serves new runs
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub = pb_grpc.GpuExporterStub(channel)
+        stub = OwnerStub(channel)
         stub.StartSampling(pb.StartSamplingRequest(run_id="after-restart", interval_ms=100), timeout=10)
         assert stub.StopSampling(pb.StopSamplingRequest(run_id="after-restart"), timeout=10).run_id == "after-restart"
         channel.close()
@@ -193,7 +194,9 @@ LEASE_CLIENT = textwrap.dedent(
     """
     import sys, time
     from smoltrace.gpu import GpuDecision, GpuSession
-    session = GpuSession(GpuDecision(True, "test"), sys.argv[2], address=sys.argv[1], lease_seconds=int(sys.argv[3]), interval_ms=100)
+    session = GpuSession(
+        GpuDecision(True, "test"), sys.argv[2], address=sys.argv[1], lease_seconds=int(sys.argv[3]), interval_ms=100, auth_token=sys.argv[4]
+    )
     session.start()
     print("started" if session.report.warning is None else "warning " + str(session.report.warning), flush=True)
     time.sleep(600)
@@ -205,9 +208,12 @@ def test_lease_expires_after_the_runner_dies(tmp_path: Path) -> None:
     """The runner's own GpuSession (short lease: the runner's default is 60 s) is SIGKILLed; the
     exporter stops the run itself with stop_reason lease_expired within the lease."""
     lease_s = 3
-    exporter = SimulatedExporter(gpus=2)
+    token = tmp_path / "token"
+    token.write_text("operator-token")  # the test watches the runner's run as the exporter's operator
+    admin = (("authorization", "Bearer operator-token"),)
+    exporter = SimulatedExporter(gpus=2, extra=("--auth-token-file", str(token)))
     client = subprocess.Popen(
-        [sys.executable, "-c", LEASE_CLIENT, exporter.address, "orphan-run", str(lease_s)],
+        [sys.executable, "-c", LEASE_CLIENT, exporter.address, "orphan-run", str(lease_s), "operator-token"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -219,14 +225,14 @@ def test_lease_expires_after_the_runner_dies(tmp_path: Path) -> None:
     try:
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "started", client.stderr.read() if client.stderr else ""
-        state = stub.GetRun(pb.GetRunRequest(run_id="orphan-run"), timeout=10)
+        state = stub.GetRun(pb.GetRunRequest(run_id="orphan-run"), timeout=10, metadata=admin)
         assert state.phase == pb.RunState.ACTIVE
         client.send_signal(signal.SIGKILL)
         client.wait(timeout=10)
         killed_at = time.monotonic()
 
         def stopped() -> Any:
-            s = stub.GetRun(pb.GetRunRequest(run_id="orphan-run"), timeout=10)
+            s = stub.GetRun(pb.GetRunRequest(run_id="orphan-run"), timeout=10, metadata=admin)
             return s if s.phase == pb.RunState.STOPPED else None
 
         state = wait_until(stopped, lease_s + 5, interval=0.1, what="the lease to expire")
@@ -235,7 +241,7 @@ def test_lease_expires_after_the_runner_dies(tmp_path: Path) -> None:
         assert waited <= lease_s + 1.5, f"stopped {waited:.1f} s after the kill, lease {lease_s} s"
         assert state.summary.sample_count >= 2 and state.summary.energy_joules > 0
         # the summary is kept: a late StopSampling gets it
-        assert stub.StopSampling(pb.StopSamplingRequest(run_id="orphan-run"), timeout=10).stop_reason == "lease_expired"
+        assert stub.StopSampling(pb.StopSamplingRequest(run_id="orphan-run"), timeout=10, metadata=admin).stop_reason == "lease_expired"
     finally:
         channel.close()
         if client.poll() is None:

@@ -25,8 +25,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from smoltrace.collector import Collector
 from smoltrace.collector.receiver import METRICS_METHOD, TRACE_METHOD
-from smoltrace_gpu_exporter.api import pb
 from smoltrace_gpu_exporter.app import ExporterApp
+from smoltrace_proto import pb
 from tests.integration.conftest import Client, connect, sim_config
 
 FULL = os.environ.get("SMOLTRACE_RELIABILITY_FULL") == "1"

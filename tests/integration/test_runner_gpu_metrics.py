@@ -21,8 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from smoltrace_gpu_exporter.api import pb, pb_grpc
 from tests.fakes.chat_servers import FakeOllamaServer, FakeOpenAIServer
+from tests.fakes.exporter_client import OwnerStub
 from tests.fakes.runner_fixtures import (  # noqa: F401 - fixtures
     ConnectionRecorder,
     closed_port,
@@ -75,10 +75,7 @@ class SimulatedExporter:
             raise AssertionError(f"the simulated exporter did not start: {lines}")
         self.address = ready["grpc"]
         self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.GpuExporterStub(self.channel)
-
-    def run_ids(self) -> set[str]:
-        return {run.run_id for run in self.stub.ListRuns(pb.ListRunsRequest(), timeout=5).runs}
+        self.stub = OwnerStub(self.channel)
 
     def close(self) -> None:
         if getattr(self, "channel", None) is not None:
@@ -220,7 +217,7 @@ def test_local_provider_uses_the_sidecar(provider: str, provider_args, sidecar: 
     assert gpu["exporter"] == sidecar.address
     assert gpu["gpu_available"] is True and len(gpu["devices"]) == 2
     assert float(gpu["summary"]["energy_joules"]) > 0
-    assert f"sidecar-{provider}" in sidecar.run_ids()
+    assert gpu["summary"]["run_id"] == f"sidecar-{provider}"  # the sidecar's own summary of this run
 
 
 # -- --disable-gpu-metrics ----------------------------------------------------------------------
@@ -255,7 +252,7 @@ def test_enable_flag(provider: str, provider_args, sidecar: SimulatedExporter, t
         assert gpu["reason"] == f"forced on by --enable-gpu-metrics for API provider {provider}"
     assert gpu["exporter"] == sidecar.address
     assert float(gpu["summary"]["energy_joules"]) > 0
-    assert run_id in sidecar.run_ids()
+    assert gpu["summary"]["run_id"] == run_id
     assert run.leaderboard["energy_j"] > 0
 
 

@@ -167,7 +167,7 @@ def test_publisher_marks_simulated_backend_output(clock: FakeClock) -> None:
     sampler = Sampler(SimulatedBackend(2, clock=clock), clock=clock)
     registry = RunRegistry(sampler, clock=clock)
     exporter = MemoryExporter()
-    publisher = OtlpPublisher(registry.active_runs, simulated=True, exporter_factory=lambda endpoint, timeout: exporter)
+    publisher = OtlpPublisher(registry.active_runs, simulated=True, exporter_factory=lambda endpoint, timeout, headers: exporter)
     run, _ = registry.start(RunParams.create("sim-run", otlp_endpoint="127.0.0.1:4317"))
     clock.advance(1.0)
     sampler.sweep()
@@ -185,7 +185,7 @@ def test_publisher_keeps_samples_when_the_collector_is_down(clock: FakeClock) ->
     sampler = Sampler(FakeNvml(1, clock=clock), clock=clock)
     registry = RunRegistry(sampler, clock=clock)
     exporter = MemoryExporter(fail=True)
-    publisher = OtlpPublisher(registry.active_runs, simulated=False, exporter_factory=lambda endpoint, timeout: exporter)
+    publisher = OtlpPublisher(registry.active_runs, simulated=False, exporter_factory=lambda endpoint, timeout, headers: exporter)
     run, _ = registry.start(RunParams.create("down", otlp_endpoint="127.0.0.1:4317"))
     sampler.sweep()
     assert publisher.push_run(run) is False

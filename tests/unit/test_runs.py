@@ -63,13 +63,13 @@ def test_explicit_values_and_normalisation() -> None:
     p = RunParams.create(
         "eval/2024-01-01T00:00:00Z@host+1",
         interval_ms=50,
-        lease_seconds=86_400,
+        lease_seconds=3_600,
         carbon_intensity_g_per_kwh=300.5,
         pue=1.2,
         gpu_uuids=["GPU-b", "GPU-a", "GPU-b"],
         resource_attributes={"z": "1", "a": "2"},
     )
-    assert p.interval_ms == 50 and p.lease_seconds == 86_400
+    assert p.interval_ms == 50 and p.lease_seconds == 3_600
     assert p.carbon_intensity_g_per_kwh == 300.5 and p.pue == 1.2
     assert p.gpu_uuids == ("GPU-a", "GPU-b")  # de-duplicated, order-independent
     assert p.resource_attributes == (("a", "2"), ("z", "1"))
@@ -90,8 +90,8 @@ def test_explicit_values_and_normalisation() -> None:
         ("r", {"interval_ms": 49}, "interval_ms must be 50..60000 (0 = 1000), got 49"),
         ("r", {"interval_ms": 60_001}, "interval_ms must be 50..60000 (0 = 1000), got 60001"),
         ("r", {"interval_ms": -1}, "interval_ms must be 50..60000 (0 = 1000), got -1"),
-        ("r", {"lease_seconds": -5}, "lease_seconds must be 1..86400 (0 = 120), got -5"),
-        ("r", {"lease_seconds": 86_401}, "lease_seconds must be 1..86400 (0 = 120), got 86401"),
+        ("r", {"lease_seconds": -5}, "lease_seconds must be 1..3600 (0 = 120), got -5"),
+        ("r", {"lease_seconds": 3_601}, "lease_seconds must be 1..3600 (0 = 120), got 3601"),
         ("r", {"carbon_intensity_g_per_kwh": -1.0}, "carbon_intensity_g_per_kwh must not be negative (0 = default 475.0), got -1.0"),
         ("r", {"carbon_intensity_g_per_kwh": math.nan}, "carbon_intensity_g_per_kwh must be a finite number, got nan"),
         ("r", {"carbon_intensity_g_per_kwh": math.inf}, "carbon_intensity_g_per_kwh must be a finite number, got inf"),

@@ -61,6 +61,7 @@ class ExporterApp:
     def start(self) -> BoundAddresses:
         tls = self.config.read_tls()
         token = self.config.read_auth_token()
+        self.service.set_auth_token(token)
         host, _ = split_address(self.config.grpc_address, "--grpc-address")
         m_host, m_port = split_address(self.config.metrics_address, "--metrics-address")
         try:

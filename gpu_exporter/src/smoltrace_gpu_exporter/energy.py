@@ -12,15 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from smoltrace_proto.summary import METHOD_COUNTER, METHOD_INTEGRATED, METHOD_MIXED, METHOD_NONE
+
 JOULES_PER_KWH = 3_600_000.0
 DEFAULT_CARBON_INTENSITY_G_PER_KWH = 475.0
 DEFAULT_PUE = 1.0
 DEFAULT_POWER_COST_USD_PER_KWH = 0.12
-
-METHOD_COUNTER = "counter"
-METHOD_INTEGRATED = "integrated"
-METHOD_MIXED = "mixed"
-METHOD_NONE = "none"
 
 
 def co2_grams(energy_joules: float, carbon_intensity_g_per_kwh: float, pue: float) -> float:

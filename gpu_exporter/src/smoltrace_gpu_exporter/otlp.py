@@ -110,13 +110,22 @@ def build_metrics_data(run: Run, samples: Sequence[PendingSample], resource: Res
     return MetricsData([ResourceMetrics(resource, [ScopeMetrics(SCOPE, metrics, "")], "")])
 
 
-def default_exporter_factory(endpoint: str, timeout_s: float) -> MetricExporter:
+Headers = tuple[tuple[str, str], ...]
+ExporterFactory = Callable[[str, float, Headers], MetricExporter]
+
+
+def default_exporter_factory(endpoint: str, timeout_s: float, headers: Headers = ()) -> MetricExporter:
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
     secure = endpoint.startswith("https://")
     if "://" not in endpoint:
         endpoint = "http://" + endpoint
-    return OTLPMetricExporter(endpoint=endpoint, insecure=not secure, timeout=timeout_s)
+    return OTLPMetricExporter(endpoint=endpoint, insecure=not secure, timeout=timeout_s, headers=dict(headers) or None)
+
+
+def _target(run: Run) -> tuple[str, Headers]:
+    """One OTLP client per (endpoint, the run's headers): runs with the same collector token share it."""
+    return run.params.otlp_endpoint, run.params.otlp_headers
 
 
 @dataclass
@@ -135,14 +144,14 @@ class OtlpPublisher:
         simulated: bool,
         interval_s: float = 5.0,
         timeout_s: float = 2.0,
-        exporter_factory: Callable[[str, float], MetricExporter] = default_exporter_factory,
+        exporter_factory: ExporterFactory = default_exporter_factory,
     ) -> None:
         self._runs = runs
         self._simulated = simulated
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._factory = exporter_factory
-        self._exporters: dict[str, MetricExporter] = {}
+        self._exporters: dict[tuple[str, Headers], MetricExporter] = {}
         self._unhealthy: set[str] = set()
         self._resources: dict[str, Resource] = {}
         self._draining: list[Run] = []  # stopped runs with samples still to push
@@ -154,13 +163,19 @@ class OtlpPublisher:
         self._thread: threading.Thread | None = None
         self.stats = PublisherStats()
 
-    def _exporter(self, endpoint: str) -> MetricExporter:
+    def _exporter(self, target: tuple[str, Headers]) -> MetricExporter:
         with self._lock:
-            exporter = self._exporters.get(endpoint)
+            exporter = self._exporters.get(target)
             if exporter is None:
-                exporter = self._factory(endpoint, self.timeout_s)
-                self._exporters[endpoint] = exporter
+                exporter = self._factory(target[0], self.timeout_s, target[1])
+                self._exporters[target] = exporter
             return exporter
+
+    @property
+    def client_count(self) -> int:
+        """OTLP clients held now (one per endpoint and header set of a live or draining run)."""
+        with self._lock:
+            return len(self._exporters)
 
     def _resource(self, run: Run) -> Resource:
         resource = self._resources.get(run.run_id)
@@ -192,7 +207,7 @@ class OtlpPublisher:
                 run.return_pending(batch)
                 self._count_drops(run)
                 return False
-            result = self._export(endpoint, data)
+            result = self._export(_target(run), data)
             was_healthy = endpoint not in self._unhealthy
             if result is MetricExportResult.SUCCESS:
                 self._unhealthy.discard(endpoint)
@@ -210,11 +225,11 @@ class OtlpPublisher:
         self._count_drops(run)
         return False
 
-    def _export(self, endpoint: str, data: MetricsData) -> MetricExportResult:
+    def _export(self, target: tuple[str, Headers], data: MetricsData) -> MetricExportResult:
         try:
-            return self._exporter(endpoint).export(data, timeout_millis=self.timeout_s * 1000)
+            return self._exporter(target).export(data, timeout_millis=self.timeout_s * 1000)
         except Exception as err:  # noqa: BLE001 - an exporter bug must not stop the loop
-            log.warning("OTLP export to %s failed: %s", endpoint, err)
+            log.warning("OTLP export to %s failed: %s", target[0], type(err).__name__)  # never the headers
             return MetricExportResult.FAILURE
 
     def _count_drops(self, run: Run) -> None:
@@ -238,9 +253,19 @@ class OtlpPublisher:
             self._draining.append(run)
 
     def _forget(self, run: Run) -> None:
+        """A run is done: drop its state, and its OTLP client when no other run uses it."""
         self._resources.pop(run.run_id, None)
+        target = _target(run)
+        in_use = {_target(r) for r in self._runs() if r is not run}
         with self._lock:
             self._dropped_seen.pop(run.run_id, None)
+            in_use.update(_target(r) for r in self._draining if r is not run)
+            exporter = self._exporters.pop(target, None) if target not in in_use else None
+        if exporter is not None:
+            try:
+                exporter.shutdown(timeout_millis=200)
+            except Exception:  # noqa: BLE001
+                pass
 
     def publish_once(self, active: list[Run]) -> None:
         with self._lock:

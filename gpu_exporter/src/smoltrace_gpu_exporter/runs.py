@@ -13,11 +13,14 @@ import enum
 import logging
 import queue
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from smoltrace_proto.summary import DeviceSummary, RunSummary, StatsSummary
 
 from .energy import (
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
@@ -39,9 +42,13 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 DEFAULT_INTERVAL_MS = 1000
 MIN_INTERVAL_MS, MAX_INTERVAL_MS = 50, 60_000
 DEFAULT_LEASE_S = 120
-MAX_LEASE_S = 86_400
+MAX_LEASE_S = 3_600
+DEFAULT_MAX_LIVE_RUNS = 256
 MAX_ATTRIBUTES, MAX_ATTRIBUTE_LEN = 64, 1024
 MAX_GPU_UUIDS = 256
+MAX_OTLP_HEADERS, MAX_HEADER_VALUE_LEN = 16, 4096
+HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+HEADER_VALUE_PATTERN = re.compile(r"[\x20-\x7e]*")
 
 
 class InvalidRequest(ValueError):
@@ -50,6 +57,10 @@ class InvalidRequest(ValueError):
 
 class RunConflict(Exception):
     """The run id is taken by a live run with other parameters, or by a stopped run (ALREADY_EXISTS)."""
+
+
+class RunLimit(Exception):
+    """Too many live runs (RESOURCE_EXHAUSTED)."""
 
 
 class RunNotFound(KeyError):
@@ -84,6 +95,8 @@ class RunParams:
     pue: float
     lease_seconds: int
     power_cost_per_kwh: float
+    # sent with the run's OTLP export (a per-run collector token): never in a repr, log or reply
+    otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def create(
@@ -99,6 +112,7 @@ class RunParams:
         pue: float = 0.0,
         lease_seconds: int = 0,
         power_cost_per_kwh: float = 0.0,
+        otlp_headers: Mapping[str, str] | None = None,
     ) -> RunParams:
         """Apply defaults (0 / empty = default) and validate; raises InvalidRequest."""
         validate_run_id(run_id)
@@ -127,6 +141,14 @@ class RunParams:
         endpoint = otlp_endpoint or defaults.otlp_endpoint
         if len(endpoint) > 2048 or any(c.isspace() for c in endpoint):
             raise InvalidRequest("otlp_endpoint must be host:port or a URL without spaces")
+        headers = dict(otlp_headers or {})
+        if len(headers) > MAX_OTLP_HEADERS:
+            raise InvalidRequest(f"at most {MAX_OTLP_HEADERS} otlp_headers are allowed, got {len(headers)}")
+        for key, value in headers.items():  # never echo a header value: it is a credential
+            if not HEADER_NAME_PATTERN.fullmatch(key):
+                raise InvalidRequest("otlp_headers names must be 1..64 characters of lowercase a-z, 0-9, '-', '_' or '.'")
+            if len(value) > MAX_HEADER_VALUE_LEN or not HEADER_VALUE_PATTERN.fullmatch(value):
+                raise InvalidRequest(f"otlp_headers[{key!r}] must be printable ASCII, at most {MAX_HEADER_VALUE_LEN} characters")
         return cls(
             run_id=run_id,
             interval_ms=interval,
@@ -137,6 +159,7 @@ class RunParams:
             pue=pue_value,
             lease_seconds=lease,
             power_cost_per_kwh=price,
+            otlp_headers=tuple(sorted(headers.items())),
         )
 
 
@@ -160,66 +183,10 @@ def _positive_or_default(name: str, value: float, default: float, upper: float) 
 
 
 # -- summaries --------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class StatsSummary:
-    avg: float
-    min: float
-    max: float
-    count: int
-
-    @classmethod
-    def of(cls, stats: RunningStats) -> StatsSummary | None:
-        if not stats.count:
-            return None
-        return cls(stats.average, stats.minimum, stats.maximum, stats.count)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSummary:
-    index: int
-    uuid: str
-    name: str
-    memory_total_bytes: int
-    energy_joules: float
-    co2_grams: float
-    power_cost_usd: float
-    duration_seconds: float
-    sample_count: int
-    utilization_percent: StatsSummary | None
-    memory_used_bytes: StatsSummary | None
-    temperature_celsius: StatsSummary | None
-    power_watts: StatsSummary | None
-    energy_method: str
-    counter_reset: bool
-    failed: bool
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    run_id: str
-    gpu_available: bool
-    start_unix_ms: int
-    end_unix_ms: int
-    duration_seconds: float
-    sample_count: int
-    energy_joules: float
-    co2_grams: float
-    power_cost_usd: float
-    utilization_percent: StatsSummary | None
-    memory_used_bytes: StatsSummary | None
-    temperature_celsius: StatsSummary | None
-    power_watts: StatsSummary | None
-    energy_method: str
-    carbon_intensity_g_per_kwh: float
-    pue: float
-    power_cost_per_kwh: float
-    devices: tuple[DeviceSummary, ...]
-    stop_reason: str
-    simulated: bool
-    message: str
-    otlp_dropped_samples: int
-    otlp_exported_samples: int
+def stats_of(stats: RunningStats) -> StatsSummary | None:
+    if not stats.count:
+        return None
+    return StatsSummary(stats.average, stats.minimum, stats.maximum, stats.count)
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -277,6 +244,7 @@ class Run:
         max_pending: int,
     ) -> None:
         self.params = params
+        self.secret = secrets.token_urlsafe(32)  # what StartSampling returns; the run's RPCs must send it
         self.gpu_available = gpu_available
         self.message = message
         self.simulated = simulated
@@ -429,10 +397,10 @@ class Run:
                     power_cost_usd=power_cost_usd(joules, p.power_cost_per_kwh),
                     duration_seconds=duration,
                     sample_count=account.samples,
-                    utilization_percent=StatsSummary.of(account.utilization),
-                    memory_used_bytes=StatsSummary.of(account.memory),
-                    temperature_celsius=StatsSummary.of(account.temperature),
-                    power_watts=StatsSummary.of(account.power),
+                    utilization_percent=stats_of(account.utilization),
+                    memory_used_bytes=stats_of(account.memory),
+                    temperature_celsius=stats_of(account.temperature),
+                    power_watts=stats_of(account.power),
                     energy_method=account.energy.method,
                     counter_reset=account.energy.counter_reset,
                     failed=account.failed,
@@ -450,10 +418,10 @@ class Run:
             energy_joules=total,
             co2_grams=sum(d.co2_grams for d in devices),
             power_cost_usd=sum(d.power_cost_usd for d in devices),
-            utilization_percent=StatsSummary.of(self.totals["utilization"]),
-            memory_used_bytes=StatsSummary.of(self.totals["memory"]),
-            temperature_celsius=StatsSummary.of(self.totals["temperature"]),
-            power_watts=StatsSummary.of(self.totals["power"]),
+            utilization_percent=stats_of(self.totals["utilization"]),
+            memory_used_bytes=stats_of(self.totals["memory"]),
+            temperature_celsius=stats_of(self.totals["temperature"]),
+            power_watts=stats_of(self.totals["power"]),
             energy_method=combine_methods([d.energy_method for d in devices]) if devices else METHOD_NONE,
             carbon_intensity_g_per_kwh=p.carbon_intensity_g_per_kwh,
             pue=p.pue,
@@ -495,12 +463,14 @@ class RunRegistry:
         max_stopped: int = 256,
         max_pending_samples: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        max_live_runs: int = DEFAULT_MAX_LIVE_RUNS,
     ) -> None:
         self.sampler = sampler
         self.defaults = defaults
         self._finalizer = finalizer
         self._max_stopped = max_stopped
         self._max_pending = max_pending_samples
+        self.max_live_runs = max_live_runs
         self._clock = clock
         self._lock = threading.RLock()
         self._active: dict[str, Run] = {}
@@ -556,6 +526,7 @@ class RunRegistry:
                 return live, True
             if params.run_id in self._stopped:
                 raise RunConflict(f"run {params.run_id!r} has already stopped; use a new run_id")
+            self._check_room()
         health = self.sampler.health
         states = self.sampler.devices()
         known = {s.info.uuid: s for s in states}
@@ -593,6 +564,7 @@ class RunRegistry:
                     return
                 if live is not None or params.run_id in self._stopped:
                     raise RunConflict(f"run {params.run_id!r} was started concurrently")
+                self._check_room()
                 run.start_unix_ns = snapshot.timestamp_ns
                 run.start_mono = snapshot.monotonic
                 run.extend_lease()
@@ -604,6 +576,10 @@ class RunRegistry:
         self.sampler.sweep(after=register)
         self.sampler.wake()
         return outcome[0]
+
+    def _check_room(self) -> None:
+        if len(self._active) >= self.max_live_runs:
+            raise RunLimit(f"this exporter already samples {len(self._active)} live runs (at most {self.max_live_runs}); stop one first")
 
     def heartbeat(self, run_id: str) -> Run:
         with self._lock:

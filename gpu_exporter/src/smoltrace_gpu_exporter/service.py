@@ -12,19 +12,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .api import pb, pb_grpc
-from .runs import (
-    DeviceSummary,
-    InvalidRequest,
-    Run,
-    RunConflict,
-    RunNotFound,
-    RunParams,
-    RunRegistry,
-    RunSummary,
-    StatsSummary,
-    validate_run_id,
-)
+from smoltrace_proto import pb, pb_grpc
+from smoltrace_proto.summary import run_summary_to_proto
+
+from .runs import InvalidRequest, Run, RunConflict, RunLimit, RunNotFound, RunParams, RunRegistry, validate_run_id
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -35,63 +26,6 @@ MAX_MESSAGE_BYTES = 256 * 1024
 
 
 # -- conversions ------------------------------------------------------------------------------
-def _stats(message: pb.Stats, stats: StatsSummary | None) -> None:
-    if stats is not None:
-        message.avg, message.min, message.max, message.count = stats.avg, stats.min, stats.max, stats.count
-
-
-def device_summary_to_proto(d: DeviceSummary) -> pb.DeviceSummary:
-    out = pb.DeviceSummary(
-        index=d.index,
-        uuid=d.uuid,
-        name=d.name,
-        memory_total_bytes=d.memory_total_bytes,
-        energy_joules=d.energy_joules,
-        co2_grams=d.co2_grams,
-        power_cost_usd=d.power_cost_usd,
-        duration_seconds=d.duration_seconds,
-        sample_count=d.sample_count,
-        energy_method=d.energy_method,
-        counter_reset=d.counter_reset,
-        failed=d.failed,
-        error=d.error,
-    )
-    _stats(out.utilization_percent, d.utilization_percent)
-    _stats(out.memory_used_bytes, d.memory_used_bytes)
-    _stats(out.temperature_celsius, d.temperature_celsius)
-    _stats(out.power_watts, d.power_watts)
-    return out
-
-
-def summary_to_proto(s: RunSummary) -> pb.RunSummary:
-    out = pb.RunSummary(
-        run_id=s.run_id,
-        gpu_available=s.gpu_available,
-        start_unix_ms=s.start_unix_ms,
-        end_unix_ms=s.end_unix_ms,
-        duration_seconds=s.duration_seconds,
-        sample_count=s.sample_count,
-        energy_joules=s.energy_joules,
-        co2_grams=s.co2_grams,
-        power_cost_usd=s.power_cost_usd,
-        energy_method=s.energy_method,
-        carbon_intensity_g_per_kwh=s.carbon_intensity_g_per_kwh,
-        pue=s.pue,
-        power_cost_per_kwh=s.power_cost_per_kwh,
-        devices=[device_summary_to_proto(d) for d in s.devices],
-        stop_reason=s.stop_reason,
-        simulated=s.simulated,
-        message=s.message,
-        otlp_dropped_samples=s.otlp_dropped_samples,
-        otlp_exported_samples=s.otlp_exported_samples,
-    )
-    _stats(out.utilization_percent, s.utilization_percent)
-    _stats(out.memory_used_bytes, s.memory_used_bytes)
-    _stats(out.temperature_celsius, s.temperature_celsius)
-    _stats(out.power_watts, s.power_watts)
-    return out
-
-
 def _devices(run: Run, sampler: Sampler) -> list[pb.Device]:
     out = []
     for account in sorted(run.accounts.values(), key=lambda a: a.info.index):
@@ -125,8 +59,20 @@ def run_state_to_proto(run: Run, sampler: Sampler) -> pb.RunState:
         energy_joules=run.energy_joules(),
     )
     if run.stopped:
-        state.summary.CopyFrom(summary_to_proto(run.seal()))
+        state.summary.CopyFrom(run_summary_to_proto(run.seal()))
     return state
+
+
+class RunForbidden(Exception):
+    """The caller has neither the run's secret nor the exporter's bearer token (PERMISSION_DENIED)."""
+
+
+def bearer_matches(context: grpc.ServicerContext, token: str | None) -> bool:
+    """Did this call present the exporter's bearer token?"""
+    if not token:
+        return False
+    supplied = dict(context.invocation_metadata() or ()).get("authorization", "")
+    return hmac.compare_digest(str(supplied).encode(), f"Bearer {token}".encode())
 
 
 # -- the servicer -----------------------------------------------------------------------------
@@ -140,6 +86,10 @@ def _abort_on_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         except RunConflict as err:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+        except RunLimit as err:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+        except RunForbidden as err:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
@@ -147,15 +97,37 @@ def _abort_on_errors(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class GpuExporterService(pb_grpc.GpuExporterServicer):
-    def __init__(self, registry: RunRegistry, watch_poll_s: float = 0.5, max_watchers: int = MAX_WATCHERS) -> None:
+    def __init__(
+        self,
+        registry: RunRegistry,
+        watch_poll_s: float = 0.5,
+        max_watchers: int = MAX_WATCHERS,
+        auth_token: str | None = None,
+    ) -> None:
         self._registry = registry
+        self._auth_token = auth_token
         self._sampler = registry.sampler
         self._watch_poll_s = watch_poll_s
         # each WatchRun stream holds a server thread: cap them so unary RPCs (Heartbeat!) always have threads
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
 
+    def set_auth_token(self, token: str | None) -> None:
+        self._auth_token = token
+
+    def _owned(self, run_id: str, secret: str, context: grpc.ServicerContext) -> Run:
+        """The run, if the caller may act on it: its secret, or the exporter's bearer token."""
+        validate_run_id(run_id)
+        run = self._registry.get(run_id)
+        if not (hmac.compare_digest(secret.encode(), run.secret.encode()) or bearer_matches(context, self._auth_token)):
+            raise RunForbidden(f"run {run_id!r} belongs to another client: send the run_secret StartSampling returned")
+        return run
+
     @_abort_on_errors
     def StartSampling(self, request: pb.StartSamplingRequest, context: grpc.ServicerContext) -> pb.StartSamplingResponse:  # noqa: N802
+        validate_run_id(request.run_id)
+        live = next((r for r in self._registry.active_runs() if r.run_id == request.run_id), None)
+        if live is not None:  # a repeat: only the run's owner may confirm it (and learn its secret)
+            self._owned(request.run_id, request.run_secret, context)
         params = RunParams.create(
             request.run_id,
             defaults=self._registry.defaults,
@@ -167,6 +139,7 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
             pue=request.pue,
             lease_seconds=request.lease_seconds,
             power_cost_per_kwh=request.power_cost_per_kwh,
+            otlp_headers=dict(request.otlp_headers),
         )
         run, already = self._registry.start(params)
         methods = sorted({self._planned_method(a.info.uuid) for a in run.accounts.values()})
@@ -185,6 +158,7 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
             pue=params.pue,
             power_cost_per_kwh=params.power_cost_per_kwh,
             simulated=run.simulated,
+            run_secret=run.secret,
         )
 
     def _planned_method(self, uuid: str) -> str:
@@ -197,13 +171,13 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
 
     @_abort_on_errors
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:  # noqa: N802
-        validate_run_id(request.run_id)
+        self._owned(request.run_id, request.run_secret, context)
         run = self._registry.heartbeat(request.run_id)
         return pb.HeartbeatResponse(lease_expires_unix_ms=run.lease_expires_unix_ms())
 
     @_abort_on_errors
     def StopSampling(self, request: pb.StopSamplingRequest, context: grpc.ServicerContext) -> pb.RunSummary:  # noqa: N802
-        validate_run_id(request.run_id)
+        self._owned(request.run_id, request.run_secret, context)
         summary = self._registry.stop(request.run_id)
         log.info(
             "run %s stopped: %.1f J over %.1f s, %d samples",
@@ -212,25 +186,29 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
             summary.duration_seconds,
             summary.sample_count,
         )
-        return summary_to_proto(summary)
+        return run_summary_to_proto(summary)
 
     @_abort_on_errors
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunState:  # noqa: N802
-        validate_run_id(request.run_id)
-        return run_state_to_proto(self._registry.get(request.run_id), self._sampler)
+        return run_state_to_proto(self._owned(request.run_id, request.run_secret, context), self._sampler)
 
     @_abort_on_errors
     def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:  # noqa: N802
-        return pb.ListRunsResponse(runs=[run_state_to_proto(r, self._sampler) for r in self._registry.all_runs()])
+        runs = self._registry.all_runs()
+        if not bearer_matches(context, self._auth_token):  # others' runs only for the bearer-token holder
+            secrets = {s.encode() for s in request.run_secrets}
+            runs = [r for r in runs if any(hmac.compare_digest(r.secret.encode(), s) for s in secrets)]
+        return pb.ListRunsResponse(runs=[run_state_to_proto(r, self._sampler) for r in runs])
 
     def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[pb.Sample]:  # noqa: N802
         try:
-            validate_run_id(request.run_id)
-            run = self._registry.get(request.run_id)
+            run = self._owned(request.run_id, request.run_secret, context)
         except InvalidRequest as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except RunNotFound as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except RunForbidden as err:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
         if not self._watch_slots.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS} WatchRun streams at a time; close one first")
         watcher = run.subscribe()

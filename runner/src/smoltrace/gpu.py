@@ -105,31 +105,10 @@ class GpuSessionReport:
         }
 
 
-_INT_FIELDS = {
-    "index",
-    "count",
-    "sample_count",
-    "start_unix_ms",
-    "end_unix_ms",
-    "memory_total_bytes",
-    "otlp_dropped_samples",
-    "otlp_exported_samples",
-}
-
-
-def _ints(value: Any) -> Any:
-    """protobuf's JSON mapping writes 64-bit integers as strings; make them numbers again."""
-    if isinstance(value, dict):
-        return {k: int(v) if k in _INT_FIELDS and isinstance(v, str) and v.lstrip("-").isdigit() else _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
-
-
 def _summary_dict(summary: Any) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
+    from smoltrace_proto.summary import run_summary_from_proto
 
-    return _ints(MessageToDict(summary, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+    return run_summary_from_proto(summary).as_dict()
 
 
 # Variables the embedded exporter reads about itself; everything else (API keys, HF_TOKEN, the
@@ -426,7 +405,7 @@ class GpuSession:
         try:
             import grpc
 
-            from smoltrace_gpu_exporter.api import pb_grpc
+            from smoltrace_proto import pb_grpc
 
             if self._address is None:
                 self._local = LocalExporterProcess()
@@ -450,7 +429,7 @@ class GpuSession:
 
     def _exporter_devices(self) -> tuple[list[ExporterDevice], bool]:
         """The devices the exporter sees: a sampling run of no length (the contract has no device list)."""
-        from smoltrace_gpu_exporter.api import pb
+        from smoltrace_proto import pb
 
         probe_id = f"smoltrace-scope-probe-{uuid.uuid4().hex}"
         reply = self._stub.StartSampling(
@@ -484,7 +463,7 @@ class GpuSession:
         if self._skip or self._stub is None:
             return
         try:
-            from smoltrace_gpu_exporter.api import pb
+            from smoltrace_proto import pb
 
             reply = self._stub.StartSampling(
                 pb.StartSamplingRequest(
@@ -514,7 +493,7 @@ class GpuSession:
         self._heartbeat.start()
 
     def _beat(self) -> None:
-        from smoltrace_gpu_exporter.api import pb
+        from smoltrace_proto import pb
 
         period = max(1.0, self._lease / 3.0)
         while not self._stop_heartbeat.wait(period):
@@ -536,7 +515,7 @@ class GpuSession:
             self._heartbeat.join(timeout=self._timeout)
         if self._started:
             try:
-                from smoltrace_gpu_exporter.api import pb
+                from smoltrace_proto import pb
 
                 summary = self._stub.StopSampling(
                     _with_secret(pb.StopSamplingRequest, self._secret, run_id=self.run_id),

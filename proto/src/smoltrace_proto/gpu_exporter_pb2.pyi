@@ -8,8 +8,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSamplingRequest(_message.Message):
-    __slots__ = ("run_id", "interval_ms", "gpu_uuids", "otlp_endpoint", "resource_attributes", "carbon_intensity_g_per_kwh", "pue", "lease_seconds", "power_cost_per_kwh")
+    __slots__ = ("run_id", "interval_ms", "gpu_uuids", "otlp_endpoint", "resource_attributes", "carbon_intensity_g_per_kwh", "pue", "lease_seconds", "power_cost_per_kwh", "otlp_headers", "run_secret")
     class ResourceAttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OtlpHeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +32,8 @@ class StartSamplingRequest(_message.Message):
     PUE_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     POWER_COST_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    OTLP_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     interval_ms: int
     gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
@@ -34,10 +43,12 @@ class StartSamplingRequest(_message.Message):
     pue: float
     lease_seconds: int
     power_cost_per_kwh: float
-    def __init__(self, run_id: _Optional[str] = ..., interval_ms: _Optional[int] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., otlp_endpoint: _Optional[str] = ..., resource_attributes: _Optional[_Mapping[str, str]] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., lease_seconds: _Optional[int] = ..., power_cost_per_kwh: _Optional[float] = ...) -> None: ...
+    otlp_headers: _containers.ScalarMap[str, str]
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., interval_ms: _Optional[int] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., otlp_endpoint: _Optional[str] = ..., resource_attributes: _Optional[_Mapping[str, str]] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., lease_seconds: _Optional[int] = ..., power_cost_per_kwh: _Optional[float] = ..., otlp_headers: _Optional[_Mapping[str, str]] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "unsupported_fields", "failed", "error")
+    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "unsupported_fields", "failed", "error", "is_mig", "parent_uuid")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +56,8 @@ class Device(_message.Message):
     UNSUPPORTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    IS_MIG_FIELD_NUMBER: _ClassVar[int]
+    PARENT_UUID_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     name: str
@@ -52,10 +65,12 @@ class Device(_message.Message):
     unsupported_fields: _containers.RepeatedScalarFieldContainer[str]
     failed: bool
     error: str
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., unsupported_fields: _Optional[_Iterable[str]] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    is_mig: bool
+    parent_uuid: str
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., unsupported_fields: _Optional[_Iterable[str]] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., is_mig: _Optional[bool] = ..., parent_uuid: _Optional[str] = ...) -> None: ...
 
 class StartSamplingResponse(_message.Message):
-    __slots__ = ("gpu_available", "devices", "energy_method", "lease_expires_unix_ms", "message", "already_running", "interval_ms", "carbon_intensity_g_per_kwh", "pue", "power_cost_per_kwh", "simulated")
+    __slots__ = ("gpu_available", "devices", "energy_method", "lease_expires_unix_ms", "message", "already_running", "interval_ms", "carbon_intensity_g_per_kwh", "pue", "power_cost_per_kwh", "simulated", "run_secret")
     GPU_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     ENERGY_METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +82,7 @@ class StartSamplingResponse(_message.Message):
     PUE_FIELD_NUMBER: _ClassVar[int]
     POWER_COST_PER_KWH_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     gpu_available: bool
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     energy_method: str
@@ -78,13 +94,16 @@ class StartSamplingResponse(_message.Message):
     pue: float
     power_cost_per_kwh: float
     simulated: bool
-    def __init__(self, gpu_available: _Optional[bool] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., energy_method: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., message: _Optional[str] = ..., already_running: _Optional[bool] = ..., interval_ms: _Optional[int] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., power_cost_per_kwh: _Optional[float] = ..., simulated: _Optional[bool] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, gpu_available: _Optional[bool] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., energy_method: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., message: _Optional[str] = ..., already_running: _Optional[bool] = ..., interval_ms: _Optional[int] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., power_cost_per_kwh: _Optional[float] = ..., simulated: _Optional[bool] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "run_secret")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lease_expires_unix_ms",)
@@ -93,10 +112,12 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, lease_expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class StopSamplingRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "run_secret")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("avg", "min", "max", "count")
@@ -111,7 +132,7 @@ class Stats(_message.Message):
     def __init__(self, avg: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class DeviceSummary(_message.Message):
-    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "energy_joules", "co2_grams", "power_cost_usd", "duration_seconds", "sample_count", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_watts", "energy_method", "counter_reset", "failed", "error")
+    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "energy_joules", "co2_grams", "power_cost_usd", "duration_seconds", "sample_count", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_watts", "energy_method", "counter_reset", "failed", "error", "exclusive_seconds", "shared_seconds", "split_method", "is_mig", "parent_uuid")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +150,11 @@ class DeviceSummary(_message.Message):
     COUNTER_RESET_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    IS_MIG_FIELD_NUMBER: _ClassVar[int]
+    PARENT_UUID_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     name: str
@@ -146,7 +172,12 @@ class DeviceSummary(_message.Message):
     counter_reset: bool
     failed: bool
     error: str
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., energy_joules: _Optional[float] = ..., co2_grams: _Optional[float] = ..., power_cost_usd: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., sample_count: _Optional[int] = ..., utilization_percent: _Optional[_Union[Stats, _Mapping]] = ..., memory_used_bytes: _Optional[_Union[Stats, _Mapping]] = ..., temperature_celsius: _Optional[_Union[Stats, _Mapping]] = ..., power_watts: _Optional[_Union[Stats, _Mapping]] = ..., energy_method: _Optional[str] = ..., counter_reset: _Optional[bool] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    exclusive_seconds: float
+    shared_seconds: float
+    split_method: str
+    is_mig: bool
+    parent_uuid: str
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., energy_joules: _Optional[float] = ..., co2_grams: _Optional[float] = ..., power_cost_usd: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., sample_count: _Optional[int] = ..., utilization_percent: _Optional[_Union[Stats, _Mapping]] = ..., memory_used_bytes: _Optional[_Union[Stats, _Mapping]] = ..., temperature_celsius: _Optional[_Union[Stats, _Mapping]] = ..., power_watts: _Optional[_Union[Stats, _Mapping]] = ..., energy_method: _Optional[str] = ..., counter_reset: _Optional[bool] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., exclusive_seconds: _Optional[float] = ..., shared_seconds: _Optional[float] = ..., split_method: _Optional[str] = ..., is_mig: _Optional[bool] = ..., parent_uuid: _Optional[str] = ...) -> None: ...
 
 class RunSummary(_message.Message):
     __slots__ = ("run_id", "gpu_available", "start_unix_ms", "end_unix_ms", "duration_seconds", "sample_count", "energy_joules", "co2_grams", "power_cost_usd", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_watts", "energy_method", "carbon_intensity_g_per_kwh", "pue", "power_cost_per_kwh", "devices", "stop_reason", "simulated", "message", "otlp_dropped_samples", "otlp_exported_samples")
@@ -199,14 +230,18 @@ class RunSummary(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., gpu_available: _Optional[bool] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., sample_count: _Optional[int] = ..., energy_joules: _Optional[float] = ..., co2_grams: _Optional[float] = ..., power_cost_usd: _Optional[float] = ..., utilization_percent: _Optional[_Union[Stats, _Mapping]] = ..., memory_used_bytes: _Optional[_Union[Stats, _Mapping]] = ..., temperature_celsius: _Optional[_Union[Stats, _Mapping]] = ..., power_watts: _Optional[_Union[Stats, _Mapping]] = ..., energy_method: _Optional[str] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., power_cost_per_kwh: _Optional[float] = ..., devices: _Optional[_Iterable[_Union[DeviceSummary, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., simulated: _Optional[bool] = ..., message: _Optional[str] = ..., otlp_dropped_samples: _Optional[int] = ..., otlp_exported_samples: _Optional[int] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "run_secret")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("run_secrets",)
+    RUN_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    run_secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_secrets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunState(_message.Message):
     __slots__ = ("run_id", "phase", "start_unix_ms", "lease_expires_unix_ms", "interval_ms", "sample_count", "devices", "resource_attributes", "otlp_endpoint", "summary", "energy_joules")
@@ -256,10 +291,12 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunState, _Mapping]]] = ...) -> None: ...
 
 class WatchRunRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "run_secret")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class DeviceReading(_message.Message):
     __slots__ = ("index", "uuid", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_watts", "energy_joules", "failed")
