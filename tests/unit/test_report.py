@@ -437,6 +437,23 @@ def test_traces_without_gpu(tmp_path: Path) -> None:
     assert not chart_svgs(html_text)
 
 
+def test_energy_nothing_measured_reads_n_a_not_zero(tmp_path: Path) -> None:
+    """A local run on a machine without a GPU: the exporter's summary says 0 J, which is no
+    measurement; an API run has energy_j null everywhere. Both read "n/a", never "0 J"/"0 g"."""
+    meta = make_metadata(0)
+    meta["gpu_metrics"] = {
+        "enabled": True,
+        "reason": "local provider",
+        "gpu_available": False,
+        "summary": {"gpu_available": False, "energy_joules": 0.0, "co2_grams": 0.0, "power_cost_usd": 0.0},
+    }
+    rows = [dict(r, energy_j=None, co2_g=None) for r in demo_rows()]
+    board = {"run_id": RUN_ID, "model": "openai/fake", "total_tests": 4, "energy_j": None, "co2_emissions_g": None}
+    text = " ".join(Doc(render_report(write_run(tmp_path / "run", rows=rows, metric_rows=[], metadata=meta, leaderboard=board))).text)
+    assert "Energy n/a" in text and "CO₂ n/a" in text, text[:2000]
+    assert "0 J" not in text and " 0 g" not in text
+
+
 def test_gpu_without_traces(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", traces=[])
     html_text = render_report(run)

@@ -346,6 +346,8 @@ class Evaluation:
         return run_dir, [], started
 
     def _metadata(self, task_set: TaskSet, started: Any, run_dir: Path, gpu_enabled: bool, gpu_reason: str) -> dict[str, Any]:
+        from .costs import cost_source
+
         cfg = self.config
         return {
             "run_id": cfg.run_id,
@@ -355,6 +357,7 @@ class Evaluation:
             "dataset_used": task_set.source,
             "dataset_revision": task_set.revision,
             "dataset_sha256": task_set.sha256,
+            "cost_source": cost_source(cfg.provider, cfg.model),
             "split": cfg.split,
             "num_tasks_in_dataset": len(task_set.tasks),
             "seed": cfg.seed,

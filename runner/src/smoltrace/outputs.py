@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json_atomic  # noqa: F401 - re-exported for evaluate and merge
+from .costs import task_cost
 from .executor import TaskResult
 
 RESULTS = "results.json"
@@ -56,12 +57,13 @@ def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> di
     """One results.json row: SMOLTRACE's columns, then ours."""
     e = result.execution
     task = e.task
+    cost = task_cost(provider, model, result.prompt_tokens, result.completion_tokens)
     trace_info = {
         "trace_id": result.trace_id,
         "root_span_id": result.span_id,
         "total_tokens": result.total_tokens,
         "duration_ms": round(result.duration_ms, 3),
-        "cost_usd": 0.0,
+        "cost_usd": cost,
         "span_count": 0,
     }
     return {
@@ -86,7 +88,7 @@ def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> di
         "run_id": run_id,
         "execution_time_ms": round(result.duration_ms, 3),
         "total_tokens": result.total_tokens,
-        "cost_usd": 0.0,
+        "cost_usd": cost,
         "enhanced_trace_info": json.dumps(trace_info),
         # ours
         "provider": provider,
@@ -178,7 +180,9 @@ def leaderboard_row(
     passed = sum(1 for r in rows if r.get("success"))
     durations = [float(r.get("duration_ms") or 0.0) for r in rows]
     tokens = [int(r.get("total_tokens") or 0) for r in rows]
-    costs = [float(r.get("cost_usd") or 0.0) for r in rows]
+    costs = [r.get("cost_usd") for r in rows]
+    priced = bool(rows) and all(c is not None for c in costs)  # an unknown price is not a price of 0
+    measured = bool(gpu_summary and gpu_summary.get("gpu_available"))  # else energy and CO2 are unknown
     mib = 1 / (1024 * 1024)
     return {
         "schema_version": LEADERBOARD_SCHEMA_VERSION,
@@ -205,11 +209,11 @@ def leaderboard_row(
         "total_duration_ms": round(sum(durations), 3),
         "total_tokens": sum(tokens),
         "avg_tokens_per_test": int(_avg(tokens)),
-        "total_cost_usd": round(sum(costs), 6),
-        "avg_cost_per_test_usd": round(_avg(costs), 6),
-        "co2_emissions_g": round(float(gpu_summary.get("co2_grams", 0.0)), 4) if gpu_summary else 0.0,
-        "power_cost_total_usd": round(float(gpu_summary.get("power_cost_usd", 0.0)), 6) if gpu_summary else 0.0,
-        "energy_j": round(float(gpu_summary.get("energy_joules", 0.0)), 3) if gpu_summary else 0.0,
+        "total_cost_usd": round(sum(float(c) for c in costs), 6) if priced else None,
+        "avg_cost_per_test_usd": round(_avg([float(c) for c in costs]), 6) if priced else None,
+        "co2_emissions_g": round(float(gpu_summary.get("co2_grams", 0.0)), 4) if measured and gpu_summary else None,
+        "power_cost_total_usd": round(float(gpu_summary.get("power_cost_usd", 0.0)), 6) if measured and gpu_summary else None,
+        "energy_j": round(float(gpu_summary.get("energy_joules", 0.0)), 3) if measured and gpu_summary else None,
         "gpu_utilization_avg": _stat(gpu_summary, "utilization_percent", "avg"),
         "gpu_utilization_max": _stat(gpu_summary, "utilization_percent", "max"),
         "gpu_memory_avg_mib": _stat(gpu_summary, "memory_used_bytes", "avg", mib),
@@ -248,14 +252,16 @@ def enrich_rows(
             row["prompt_tokens"] = doc["prompt_tokens"]
             row["completion_tokens"] = doc["completion_tokens"]
             row["total_tokens"] = doc["total_tokens"]
-        row["cost_usd"] = doc["total_cost_usd"]
+        row["cost_usd"] = task_cost(
+            row.get("provider") or "", row.get("model") or "", row.get("prompt_tokens"), row.get("completion_tokens")
+        )
         row["enhanced_trace_info"] = json.dumps(
             {
                 "trace_id": doc["trace_id"],
                 "root_span_id": doc["root_span_id"],
                 "total_tokens": row["total_tokens"],
                 "duration_ms": row["execution_time_ms"],
-                "cost_usd": doc["total_cost_usd"],
+                "cost_usd": row["cost_usd"],
                 "span_count": doc["span_count"],
             }
         )

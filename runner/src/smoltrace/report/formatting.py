@@ -74,10 +74,13 @@ def fmt_ms(value: Any) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+NOT_MEASURED = "n/a"  # energy and CO2 nothing measured (API models, no GPU): unknown, not 0
+
+
 def fmt_energy(value: Any) -> str:
     j = num(value)
     if j is None:
-        return "—"
+        return NOT_MEASURED
     if abs(j) < 1000:
         return f"{fmt_sig(j, 4)} J"
     if abs(j) < 1e6:
@@ -96,7 +99,7 @@ def fmt_wh(value: Any) -> str:
 def fmt_co2(value: Any) -> str:
     g = num(value)
     if g is None:
-        return "—"
+        return NOT_MEASURED
     return f"{fmt_sig(g / 1000, 3)} kg" if abs(g) >= 1000 else f"{fmt_sig(g, 3)} g"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .charts import LineChart, line_chart
 from .formatting import (
+    NOT_MEASURED,
     TEXT_CAP,
     TIMES,
     cut,
@@ -169,6 +170,8 @@ def _status(data: RunData) -> tuple[str, str]:
 
 def energy_totals(data: RunData, gpus: Sequence[GpuSeries]) -> tuple[float | None, float | None, float | None]:
     summary = get_path(data.metadata, "gpu_metrics", "summary") or {}
+    if isinstance(summary, Mapping) and summary.get("gpu_available") is False:
+        return None, None, None  # no GPU was measured: unknown, not 0 J
     energy = num(summary.get("energy_joules")) if isinstance(summary, Mapping) else None
     co2 = num(summary.get("co2_grams")) if isinstance(summary, Mapping) else None
     cost = num(summary.get("power_cost_usd")) if isinstance(summary, Mapping) else None
@@ -287,12 +290,12 @@ def _cards(data: RunData, gpus: Sequence[GpuSeries]) -> list[Card]:
     if gpu_enabled is False or (gpu_enabled is None and not gpus and energy is None):
         why = get_path(data.metadata, "gpu_metrics", "reason")
         off = "GPU metrics off" + (f": {why}" if why else "")
-        energy_card = Card("Energy", "—", cut(off, 120))
-        co2_card = Card("CO₂", "—", "GPU metrics off" if gpu_enabled is False else "not measured")
+        energy_card = Card("Energy", NOT_MEASURED, cut(off, 120))
+        co2_card = Card("CO₂", NOT_MEASURED, "GPU metrics off" if gpu_enabled is False else "not measured")
     elif energy is None and co2 is None:
         why = "no GPU was visible" if gpu_available is False else "no energy reading"
-        energy_card = Card("Energy", "—", why)
-        co2_card = Card("CO₂", "—", why)
+        energy_card = Card("Energy", NOT_MEASURED, why)
+        co2_card = Card("CO₂", NOT_MEASURED, why)
     else:
         energy_card = Card(
             "Energy", fmt_energy(energy), fmt_wh(energy) + (f" · power cost {fmt_usd(power_cost)}" if power_cost is not None else "")
