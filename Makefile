@@ -46,7 +46,7 @@ reliability: install
 DEMO_ARGS ?= --limit 2 --max-steps 2 --model-args max_new_tokens=160
 demo: install
 	@model=$$($(PY) scripts/prepare_demo_model.py) && \
-	$(VENV)/bin/smoltrace-eval --provider transformers --model "$$model" --agent-type both $(DEMO_ARGS) --output-dir smoltrace_results
+	$(VENV)/bin/smoltrace-eval --provider transformers --model "$$model" --agent-type both --enable-otel $(DEMO_ARGS) --output-dir smoltrace_results
 
 # The GPU exporter on its own: a simulated 2-GPU exporter driven over gRPC as the runner does.
 demo-exporter: install

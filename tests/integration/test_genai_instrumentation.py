@@ -89,6 +89,17 @@ def test_the_transformers_instrumentor_is_active_for_transformers(tiny_model_dir
     # genai's HuggingFace instrumentor wraps GenerationMixin.generate: its spans are in the trace
     spans = [s for doc in read_json(run_dir / "traces.json") for s in doc["spans"]]
     assert any(s["name"] == "huggingface.model.generate" for s in spans), sorted({s["name"] for s in spans})
+    # the report of such a run (what `make demo` opens) shows the trace waterfall
+    report = (run_dir / "report.html").read_text("utf-8")
+    assert '<details class="trace"' in report and "Tracing was off" not in report
+
+
+def test_make_demo_traces() -> None:
+    """`make demo` runs the transformers evaluation with --enable-otel (its report has waterfalls)."""
+    proc = subprocess.run(["make", "-n", "demo"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (command,) = [line for line in proc.stdout.splitlines() if "smoltrace-eval" in line]
+    assert "--provider transformers" in command and "--enable-otel" in command
 
 
 PROBE = """
