@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+PREFLIGHT_MARKER = "smoltrace preflight"  # what the runner's preflight probe says (smoltrace.preflight.PROBE_PROMPT)
+
 
 @dataclass
 class Turn:
@@ -69,7 +71,8 @@ class Script:
         self.rules = list(rules or [])
         self.default = default or Turn(content="I don't know.")
         self.latency_s = latency_s
-        self.requests = 0
+        self.requests = 0  # the agents' chat requests (the runner's preflight probe is counted apart)
+        self.preflight_requests = 0  # the runner's 1-token preflight requests (PREFLIGHT_MARKER in the prompt)
         self.models_seen: list[str] = []  # the `model` of each chat request, in order
         self.auth_seen: set[str] = set()  # Authorization headers received
         self.record_bodies = False  # set True to keep every chat request body (JSON text) in `bodies`
@@ -183,13 +186,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, request: dict[str, Any]) -> None:
         script = self.script
+        messages = request.get("messages") or []
         with script._lock:
+            if self.headers.get("Authorization"):
+                script.auth_seen.add(self.headers["Authorization"])
+            if any(PREFLIGHT_MARKER in _text(m.get("content")) for m in messages if isinstance(m, dict)):
+                script.preflight_requests += 1
+                return
             script.requests += 1
             script.models_seen.append(str(request.get("model")))
             if script.record_bodies:
                 script.bodies.append(json.dumps(request, ensure_ascii=False))
-            if self.headers.get("Authorization"):
-                script.auth_seen.add(self.headers["Authorization"])
 
     def _special(self, turn: Turn) -> bool:
         """Serve an error/hang/malformed turn; True when the request is done."""

@@ -12,6 +12,7 @@ from tests.fakes.chat_servers import Script, Turn, call, code, error, final
 from tests.fakes.runner_fixtures import (  # noqa: F401 - fixtures
     assert_no_traceback,
     closed_port,
+    hub_online,
     ollama_server_fixture,
     openai_server_fixture,
     run_main,
@@ -196,9 +197,13 @@ def test_code_agent_with_failing_code_keeps_going(openai_server, tmp_path: Path)
 @pytest.mark.parametrize("provider", ["litellm", "ollama", "inference"])
 def test_unreachable_server_at_start_exits_3_before_any_task(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    if provider == "inference":
+        hub_online(monkeypatch)  # else huggingface_hub refuses the request itself (a preflight error of its own)
     base = f"http://127.0.0.1:{closed_port()}" + ("/v1" if provider != "ollama" else "")
+    model = "openai/model" if provider == "litellm" else "fake/model"  # litellm needs a provider it knows
     started = time.perf_counter()
-    run = run_main(["--model", "fake/model", "--provider", provider, "--api-base", base, "--output-format", "json"], tmp_path / "out")
+    args = ["--model", model, "--provider", provider, "--api-base", base, "--output-format", "json", "--max-retries", "1"]
+    run = run_main(args, tmp_path / "out")
     assert run.rc == 3, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr

@@ -12,11 +12,29 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from .config import ConfigError, EvalConfig, build_parser, config_from_args, read_hf_token  # noqa: E402
 
+if TYPE_CHECKING:
+    from .shutdown import Shutdown
+
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def check_output_dir(output_dir: str) -> None:
+    """--output-dir must be (or become) a writable folder: checked before any start-up work."""
+    path = Path(output_dir).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is not a folder" if probe == path else f"cannot be created: {probe} is not a folder"
+        raise ConfigError(f"--output-dir {output_dir} {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output-dir {output_dir}: {probe} is not writable")
 
 
 def _quiet_libraries(debug: bool) -> None:
@@ -173,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = resume_config(run_dir, config)
         hf_token = read_hf_token(config)
         config = resolve_output_format(config, hf_token)
+        if not config.resume:
+            check_output_dir(config.output_dir)
     except ConfigError as err:
         error(str(err))
         return EXIT_INPUT
@@ -207,41 +227,56 @@ def _run(config: EvalConfig, hf_token: str | None, redactor: Any) -> int:
             )
             return EXIT_INPUT
 
+    from .shutdown import Shutdown
+
+    shutdown = Shutdown(config.shutdown_grace)
+    with shutdown.handling_signals():
+        return _evaluate(config, hf_token, hub_user, redactor, shutdown)
+
+
+def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, redactor: Any, shutdown: Shutdown) -> int:
     from rich.console import Console
 
     from .agents import PromptConfigError
-    from .evaluate import Evaluation
+    from .evaluate import Evaluation, NothingToRunError
     from .gpu_scope import GpuScopeError
     from .models import ModelSetupError
     from .tasks import DatasetError
 
     console = Console(stderr=False)
-    evaluation = Evaluation(config, hf_token, console, PROCESS_T0, redactor)
+    evaluation = Evaluation(config, hf_token, console, PROCESS_T0, redactor, shutdown)
     try:
         outcome = evaluation.run()
     except DatasetError as err:
         error(err.render())
         return EXIT_INPUT
-    except (PromptConfigError, GpuScopeError) as err:
+    except (PromptConfigError, GpuScopeError, NothingToRunError) as err:
         error(str(err))
         return EXIT_INPUT
     except ModelSetupError as err:
         error(str(err))
-        return EXIT_UNREACHABLE
+        return err.exit_code
     except KeyboardInterrupt:
         error("interrupted before the run started")
-        return EXIT_INTERRUPTED
+        return shutdown.reason.exit_code if shutdown.reason else EXIT_INTERRUPTED
     except Exception as err:
         logging.getLogger(__name__).debug("internal error", exc_info=True)
         error(f"internal error: {type(err).__name__}: {err} (rerun with --debug for details)")
         return EXIT_INTERNAL
     total = len(outcome.rows)
+    if outcome.already_complete:
+        print(f"Nothing to resume: {outcome.run_dir} is complete ({outcome.passed}/{total} passed); no file was changed", flush=True)
+        return EXIT_OK
     print(f"Results: {outcome.run_dir} ({outcome.passed}/{total} passed)", flush=True)
     if (outcome.run_dir / "report.html").exists() and not config.quiet:
         print(f"Report:  {outcome.run_dir / 'report.html'}", flush=True)
+    if outcome.stop is not None and outcome.stop.kind != "signal":
+        error(f"run stopped: {outcome.stop.detail}; nothing was published")
+        print(f"Fix the cause, then continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
+        return outcome.stop.exit_code
     if outcome.interrupted:
         print(f"Interrupted: continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
-        return EXIT_INTERRUPTED
+        return outcome.stop.exit_code if outcome.stop else EXIT_INTERRUPTED
     if config.output_format == "hub" and hf_token:
         return publish_run(outcome.run_dir, hf_token, config.private, hub_user)
     return EXIT_OK

@@ -21,6 +21,7 @@ AGENT_TYPES = ("tool", "code", "both")
 PURPOSES = ("selection", "regression", "monitoring")
 DEFAULT_DATASET = "default"
 DEFAULT_OUTPUT_DIR = "smoltrace_results"
+DEFAULT_SHUTDOWN_GRACE_S = 20.0  # in-flight tasks' grace on SIGTERM: inside Kubernetes' default 30 s with time to write
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 OPTIONAL_TOOLS = ("read_file", "write_file", "list_directory", "python_interpreter")
 
@@ -77,6 +78,8 @@ class EvalConfig:
     debug: bool = False
     resume: str | None = None
     hf_token_file: str | None = None
+    skip_preflight: bool = False
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_S
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting, secrets redacted (for metadata.json and logs): secret-named model args
@@ -143,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate smolagents agents (ToolCallingAgent, CodeAgent) on a task dataset, with traces, "
         "GPU/energy/CO2 metrics and a leaderboard row.",
         epilog="Exit codes: 0 run completed (tasks may have failed), 1 internal error, 2 bad flags or dataset, "
-        "3 model or server unreachable, 4 Hub publishing failed (local files complete; retry with `smoltrace-eval publish RUN_DIR`), 130 interrupted (finished tasks are kept; continue with --resume).",
+        "3 model or server unreachable, credentials refused or unknown model (checked before any task runs; also a run stopped by a burst of auth errors), "
+        "4 Hub publishing failed (local files complete; retry with `smoltrace-eval publish RUN_DIR`), "
+        "130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (finished tasks are kept; continue with --resume).",
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model id (e.g. openai/gpt-4.1-nano, a local transformers folder, an Ollama model name)")
@@ -180,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--parallel-workers", type=int, default=1, help="concurrent task executions (default 1)")
     x.add_argument("--task-timeout", type=float, help="seconds one task execution may take")
     x.add_argument("--max-retries", type=int, default=3, help="retries of a model call on 429/5xx/connection errors (default 3)")
+    x.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=DEFAULT_SHUTDOWN_GRACE_S,
+        metavar="SECONDS",
+        help=f"on SIGTERM/SIGHUP/Ctrl-C, how long running tasks may finish before they are stopped (default {DEFAULT_SHUTDOWN_GRACE_S:g}; "
+        "a second signal stops them at once); what is done is always written",
+    )
+    x.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="no 1-token request to the model before the run (the provider, key and address are still checked)",
+    )
     x.add_argument("--run-id", help="run id (default: a new UUID)")
     x.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run from its folder")
     t = p.add_argument_group("telemetry")
@@ -258,6 +276,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError("--max-retries must be 0..20")
     if args.task_timeout is not None and not 0 < args.task_timeout <= 86_400:
         raise ConfigError("--task-timeout must be in (0, 86400] seconds")
+    if not 0 <= args.shutdown_grace <= 3600:
+        raise ConfigError("--shutdown-grace must be 0..3600 seconds")
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     shard = parse_shard(args.shard) if args.shard is not None else None
@@ -338,6 +358,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         debug=args.debug,
         resume=args.resume,
         hf_token_file=args.hf_token_file,
+        skip_preflight=args.skip_preflight,
+        shutdown_grace=args.shutdown_grace,
     )
 
 

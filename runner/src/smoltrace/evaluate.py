@@ -26,7 +26,7 @@ from .config import EvalConfig, run_redactor
 from .executor import Execution, Executor, TaskResult
 from .gpu import ExporterAccess, GpuSession, decide, otel_console_line
 from .gpu_scope import ScopeInputs, remote_host
-from .models import ModelSpec, RetryPolicy, build_model, preflight, warm_up
+from .models import ModelSpec, RetryPolicy, build_model, warm_up
 from .outputs import (
     LEADERBOARD_ROW,
     METADATA,
@@ -45,8 +45,10 @@ from .outputs import (
     utc_now,
     write_json_atomic,
 )
+from .preflight import check_reachable, check_setup, probe
 from .progress import RunProgress, summary_table
 from .redact import Redactor
+from .shutdown import AuthErrorBurst, Shutdown, StopReason
 from .tasks import TaskSet, load_tasks, select
 from .telemetry_session import RunTelemetrySession
 
@@ -65,12 +67,18 @@ VERSIONED = (
 )
 
 
+class NothingToRunError(ValueError):
+    """The flags select no execution: a bad flag (exit 2), not an empty run."""
+
+
 @dataclass(slots=True)
 class RunOutcome:
     run_dir: Path
     rows: list[dict[str, Any]]
     interrupted: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    stop: StopReason | None = None  # why the run ended early (signal, auth errors, budget)
+    already_complete: bool = False  # --resume of a completed run: nothing was run or rewritten
 
     @property
     def passed(self) -> int:
@@ -117,9 +125,24 @@ def plan(task_set: TaskSet, config: EvalConfig) -> list[Execution]:
     return executions
 
 
+def describe_filters(config: EvalConfig) -> str:
+    parts = [f"--agent-type {config.agent_type}"] if config.agent_type != "both" else []
+    if config.difficulty:
+        parts.append(f"--difficulty {config.difficulty}")
+    if config.shard:
+        parts.append(f"--shard {config.shard[0]}/{config.shard[1]}")
+    return " ".join(parts) or "the flags"
+
+
 class Evaluation:
     def __init__(
-        self, config: EvalConfig, hf_token: str | None, console: Console, process_t0: float, redactor: Redactor | None = None
+        self,
+        config: EvalConfig,
+        hf_token: str | None,
+        console: Console,
+        process_t0: float,
+        redactor: Redactor | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.config = config
         self.hf_token = hf_token
@@ -127,6 +150,7 @@ class Evaluation:
         self.process_t0 = process_t0
         # every row, metadata document, trace and console line of the run goes through it
         self.redactor = redactor if redactor is not None else run_redactor(config, hf_token)
+        self.shutdown = shutdown or Shutdown(config.shutdown_grace)
 
     def say(self, text: str) -> None:
         if not self.config.quiet:
@@ -140,6 +164,8 @@ class Evaluation:
         cfg = self.config
         task_set = load_tasks(cfg.dataset_name, cfg.dataset_revision, cfg.split, self.hf_token)
         executions = plan(task_set, cfg)
+        if not executions:
+            raise NothingToRunError(f"no task matches {describe_filters(cfg)} in {task_set.source} ({len(task_set.tasks)} tasks)")
         prompt = load_prompt_config(cfg.prompt_yml) if cfg.prompt_yml else PromptConfig()
         return task_set, executions, prompt
 
@@ -147,6 +173,9 @@ class Evaluation:
         cfg = self.config
         started = utc_now()
         task_set, executions, prompt = self.prepare()
+        complete = self._already_complete(executions)
+        if complete is not None:
+            return complete
         spec = ModelSpec(
             cfg.provider,
             cfg.model,
@@ -157,9 +186,16 @@ class Evaluation:
             cfg.seed,
             parallel_workers=cfg.parallel_workers,
         )
-        target = preflight(spec)
+        retry = RetryPolicy(max_retries=cfg.max_retries)
+        target = check_setup(spec)
+        if cfg.skip_preflight:
+            check_reachable(spec)
         # built (weights loaded) before the run folder exists: a model that cannot load leaves nothing behind
-        model = build_model(spec, RetryPolicy(max_retries=cfg.max_retries))
+        model = build_model(spec, retry)
+        if not cfg.skip_preflight:
+            checked = probe(spec, model, retry)
+            if checked.warning:
+                self.warn(checked.warning)
         decision = decide(cfg.provider, cfg.disable_gpu_metrics, cfg.enable_gpu_metrics)
         if decision.console:
             print(decision.console, flush=True)
@@ -209,6 +245,7 @@ class Evaluation:
         meta["gpu_scope"] = gpu.report.scope
         meta["status"] = "running"
         write_json_atomic(run_dir / METADATA, self.redactor.data(meta))
+        self.shutdown.armed = True  # from here a signal stops the run and writes what is done
         self.say(f"smoltrace {__version__}: run {cfg.run_id}")
         self.say(f"  model    {target}")
         self.say(
@@ -244,17 +281,27 @@ class Evaluation:
         executor = Executor(model, settings, cfg.parallel_workers, cfg.task_timeout, extra_tools, tracing=telemetry.tracing)
         progress = RunProgress(self.console, len(todo), enabled=not cfg.quiet)
         new_rows: list[dict[str, Any]] = []
+        auth_burst = AuthErrorBurst()
 
         def on_result(result: TaskResult) -> None:
             row = self.redactor.data(result_row(result, cfg.model, cfg.run_id, cfg.provider))
             checkpoint.append(row)
             new_rows.append(row)
             progress.advance(result)
+            if auth_burst.observe(result.error_type):
+                self.shutdown.request(
+                    StopReason(
+                        "auth_error",
+                        f"the first {auth_burst.count} executions all failed with auth errors: the model server refuses the credentials",
+                        "failed",
+                        3,
+                    )
+                )
 
         active_start = time.perf_counter()
         startup_s = active_start - self.process_t0
         with progress:
-            executor.run(todo, on_result)
+            executor.run(todo, on_result, self.shutdown)
         active_s = time.perf_counter() - active_start
         gpu_report = gpu.stop()  # the exporter flushes the run's last samples to the collector first
         collected = telemetry.finish()
@@ -266,6 +313,7 @@ class Evaluation:
             telemetry.report["warnings"].append(f"{len(lost)} execution(s) have no trace (spans lost): {', '.join(lost[:10])}")
             self.warn(f"{len(lost)} execution(s) have no trace in traces.json (spans did not reach the collector)")
         interrupted = executor.interrupted
+        stop = self.shutdown.reason if interrupted else None
         finished = utc_now()
         write_json_atomic(run_dir / RESULTS, rows)
         write_json_atomic(run_dir / TRACES, self.redactor.data(collected.traces))
@@ -290,7 +338,8 @@ class Evaluation:
         )
         write_json_atomic(run_dir / LEADERBOARD_ROW, board)
         meta.update(
-            status="interrupted" if interrupted else "completed",
+            status=stop.status if stop else "interrupted" if interrupted else "completed",
+            stop_reason=stop.as_dict() if stop else None,
             finished_at=iso(finished),
             num_results=len(rows),
             num_planned=len(executions),
@@ -309,7 +358,25 @@ class Evaluation:
             self.warn(f"report.html could not be written: {type(err).__name__}: {err}")
         if not cfg.quiet:
             self.console.print(summary_table(rows))
-        return RunOutcome(run_dir, rows, interrupted, meta)
+        return RunOutcome(run_dir, rows, interrupted, meta, stop)
+
+    def _already_complete(self, executions: list[Execution]) -> RunOutcome | None:
+        """--resume of a run that completed: say so, run nothing, rewrite nothing."""
+        cfg = self.config
+        if not cfg.resume:
+            return None
+        run_dir = Path(cfg.resume)
+        try:
+            meta = read_json(run_dir / METADATA)
+        except (OSError, ValueError):
+            return None
+        if meta.get("status") != "completed" or not (run_dir / RESULTS).is_file():
+            return None
+        rows = read_json(run_dir / RESULTS)
+        done = {r.get("test_case_uid") for r in rows if isinstance(r, dict)}
+        if any(e.uid not in done for e in executions):
+            return None
+        return RunOutcome(run_dir, rows, False, meta, already_complete=True)
 
     def _extra_tools_factory(self, settings: AgentSettings) -> Any:
         if not self.config.enable_tools:
@@ -325,7 +392,8 @@ class Evaluation:
         cfg = self.config
         if cfg.resume:
             run_dir = Path(cfg.resume)
-            rows = Checkpoint(run_dir).load()
+            # an auth error says nothing about the model: those executions run again
+            rows = [r for r in Checkpoint(run_dir).load() if r.get("error_type") != "auth_error"]
             try:
                 previous = read_json(run_dir / METADATA)
                 from datetime import datetime

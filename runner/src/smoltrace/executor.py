@@ -7,8 +7,9 @@
 - Model-call retries with backoff live in models.with_retries; the attempts are counted here.
 - One execution's failure never stops the run. Every finished execution is handed to `on_result`
   at once (the checkpoint line is written before the next one is reported).
-- Ctrl-C: pending executions are cancelled, running agents are interrupted at their next step,
-  and everything finished is kept.
+- Stopping early (`shutdown.Shutdown`: Ctrl-C, SIGTERM, SIGHUP, an auth-error burst, a budget):
+  pending executions are cancelled, running ones get the grace period, then their agents are
+  interrupted at the next step; everything finished is kept.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from typing import Any
 from .agents import AgentSettings, build_agent
 from .models import classify_error, reset_call_stats
 from .scoring import Observation, Score, score
+from .shutdown import Shutdown
 from .tasks import Task
 from .tools import ToolCallLog
 
 log = logging.getLogger(__name__)
+
+INTERRUPT_WAIT_S = 5.0  # after the grace period: how long interrupted executions get to wind down
 
 
 class TaskTimeout(TimeoutError):
@@ -278,34 +282,51 @@ class Executor:
         result.trace_id, result.span_id = hex_ids(span)
         return result
 
-    def run(self, executions: Sequence[Execution], on_result: Callable[[TaskResult], None]) -> list[TaskResult]:
+    def run(
+        self, executions: Sequence[Execution], on_result: Callable[[TaskResult], None], shutdown: Shutdown | None = None
+    ) -> list[TaskResult]:
+        """Run the executions; when `shutdown` is requested (a signal, an auth-error burst, a
+        budget) stop dispatching, give the running ones its grace period, then interrupt them.
+        Interrupted executions are not reported (they run again on --resume)."""
+        shutdown = shutdown or Shutdown(grace_s=0.0)
         results: list[TaskResult] = []
+        if shutdown.requested.is_set():
+            self.interrupted = True
+            return results
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="smoltrace-task")
         pending: set[Future[TaskResult]] = {pool.submit(self._one, e) for e in executions}
+        grace_until: float | None = None
+        give_up_at: float | None = None
         try:
             while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                now = time.monotonic()
+                if shutdown.requested.is_set() and grace_until is None:
+                    self.interrupted = True
+                    for future in pending:
+                        future.cancel()  # not started yet: never will be
+                    pending = {f for f in pending if not f.cancelled()}
+                    grace_until = now + shutdown.grace_s
+                if grace_until is not None and give_up_at is None and (now >= grace_until or shutdown.hurry.is_set()):
+                    self._interrupt_running()
+                    give_up_at = now + INTERRUPT_WAIT_S
+                if give_up_at is not None and now >= give_up_at:
+                    log.warning("%d execution(s) did not stop within %.0f s; their results are dropped", len(pending), INTERRUPT_WAIT_S)
+                    break
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
                 for future in done:
                     if future.cancelled():
                         continue
                     result = future.result()
+                    if self.cancel.is_set() and result.error_type == "interrupted":
+                        continue  # cut short: it runs again on --resume
                     results.append(result)
                     on_result(result)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self.cancel.set()
-            for future in pending:
-                future.cancel()
-            with self._lock:
-                for agent in self._agents.values():
-                    agent.interrupt()
-            done, _ = wait([f for f in pending if not f.cancelled()], timeout=15)
-            for future in done:
-                if not future.cancelled() and future.exception() is None:
-                    result = future.result()
-                    if result.error_type != "interrupted":
-                        results.append(result)
-                        on_result(result)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return results
+
+    def _interrupt_running(self) -> None:
+        self.cancel.set()
+        with self._lock:
+            for agent in self._agents.values():
+                agent.interrupt()

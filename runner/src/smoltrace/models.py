@@ -17,17 +17,11 @@ import json
 import logging
 import os
 import random
-import re
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +32,8 @@ DEFAULT_OLLAMA_HOST = "http://localhost:11434"
 
 class ModelSetupError(Exception):
     """The model cannot be used (server unreachable, missing key, no weights): one clear message."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +66,7 @@ def ollama_name(model: str) -> str:
 RETRYABLE = ("rate_limit", "server_error", "connection_error", "timeout")
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def error_chain(err: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in seen:
@@ -82,8 +78,18 @@ def _chain(err: BaseException) -> list[BaseException]:
 def classify_error(err: BaseException) -> str:
     """A stable error_type for results: rate_limit, server_error, connection_error, timeout,
     auth_error, bad_request, context_window, max_steps, parse_error, tool_error, interrupted,
-    internal."""
-    for e in _chain(err):
+    internal. A connection failure wrapped in another error (litellm reports a refused connection as
+    InternalServerError "Connection error.") is a connection_error."""
+    kind = _classify(error_chain(err))
+    if kind in ("server_error", "internal") and any(
+        type(e).__name__ in ("APIConnectionError", "ConnectError") or isinstance(e, ConnectionRefusedError) for e in error_chain(err)
+    ):
+        return "connection_error"
+    return kind
+
+
+def _classify(chain: list[BaseException]) -> str:
+    for e in chain:
         name = type(e).__name__
         status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
         if name in ("RateLimitError",) or status == 429:
@@ -115,7 +121,7 @@ def classify_error(err: BaseException) -> str:
 
 def retry_after_seconds(err: BaseException) -> float | None:
     """The server's Retry-After (seconds or HTTP date not supported), if any error in the chain has one."""
-    for e in _chain(err):
+    for e in error_chain(err):
         response = getattr(e, "response", None)
         headers = getattr(response, "headers", None) or getattr(e, "headers", None)
         if not headers:
@@ -202,6 +208,15 @@ def with_retries(
     return wrapped
 
 
+def quiet_litellm() -> Any:
+    """Import litellm with its console banners ("Give Feedback / Get Help", "Provider List") off:
+    they are print() calls, not logging. Errors reach our debug log instead."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
 # -- construction -----------------------------------------------------------------------------
 def _generation_args(spec: ModelSpec) -> dict[str, Any]:
     args = dict(spec.model_args)
@@ -221,6 +236,7 @@ def build_model(spec: ModelSpec, retry: RetryPolicy) -> Any:
     elif spec.provider == "ollama":
         from smolagents import LiteLLMModel
 
+        quiet_litellm()
         if spec.request_timeout_s:
             args.setdefault("timeout", spec.request_timeout_s)
         args.setdefault("max_retries", 0)  # retries are ours (with_retries): counted, bounded, Retry-After honoured
@@ -228,6 +244,7 @@ def build_model(spec: ModelSpec, retry: RetryPolicy) -> Any:
     elif spec.provider == "litellm":
         from smolagents import LiteLLMModel
 
+        quiet_litellm()
         if spec.request_timeout_s:
             args.setdefault("timeout", spec.request_timeout_s)
         args.setdefault("max_retries", 0)  # no hidden retries in litellm's HTTP client: with_retries does them
@@ -302,77 +319,6 @@ def _transformers_model(spec: ModelSpec, args: dict[str, Any]) -> Any:
 
         model.generate_stream = locked_stream
     return model
-
-
-# -- reachability (before any task runs) ------------------------------------------------------
-def _get_json(url: str, timeout: float) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read() or b"null")
-
-
-def _tcp_check(url: str, timeout: float) -> None:
-    parsed = urlparse(url if "://" in url else "http://" + url)
-    host = parsed.hostname or "localhost"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    with socket.create_connection((host, port), timeout=timeout):
-        pass
-
-
-def preflight(spec: ModelSpec, timeout: float = 5.0) -> str:
-    """Check the model can be reached/loaded before any task runs. Returns a one-line description;
-    raises ModelSetupError with one clear message."""
-    if spec.provider == "ollama":
-        base = ollama_base(spec.api_base)
-        try:
-            tags = _get_json(f"{base}/api/tags", timeout)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise ModelSetupError(
-                f"cannot reach the Ollama server at {base} ({reason}); start it (`ollama serve`) or set --api-base / OLLAMA_HOST"
-            ) from err
-        names = [m.get("name", "") for m in (tags or {}).get("models", []) if isinstance(m, dict)]
-        wanted = ollama_name(spec.model)
-        aliases = {wanted, wanted + ":latest"}
-        if names and not aliases & set(names):
-            raise ModelSetupError(f"Ollama at {base} has no model {wanted!r} (has: {', '.join(names[:10])}); run `ollama pull {wanted}`")
-        return f"ollama {wanted} at {base}"
-    if spec.provider == "litellm":
-        if spec.api_base:
-            try:
-                _tcp_check(spec.api_base, timeout)
-            except OSError as err:
-                raise ModelSetupError(f"cannot reach the model server at {spec.api_base} ({err.strerror or err})") from err
-            return f"litellm {spec.model} at {spec.api_base}"
-        import litellm
-
-        try:
-            env = litellm.validate_environment(model=spec.model)
-        except Exception as err:
-            raise ModelSetupError(f"litellm does not know the model {spec.model!r}: {err}") from err
-        if not env.get("keys_in_environment", True):
-            missing = ", ".join(env.get("missing_keys") or [])
-            raise ModelSetupError(f"{spec.model} needs {missing} in the environment (or pass --api-base for a self-hosted server)")
-        return f"litellm {spec.model}"
-    if spec.provider == "inference":
-        if not spec.hf_token and not os.environ.get("HF_TOKEN"):
-            raise ModelSetupError("--provider inference needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file")
-        if spec.api_base:
-            try:
-                _tcp_check(spec.api_base, timeout)
-            except OSError as err:
-                raise ModelSetupError(f"cannot reach the inference endpoint at {spec.api_base} ({err.strerror or err})") from err
-        return f"inference {spec.model}"
-    if spec.provider == "transformers":
-        path = Path(spec.model).expanduser()
-        if path.exists():
-            if not (path / "config.json").exists():
-                raise ModelSetupError(f"{spec.model} is not a transformers model folder (no config.json)")
-            return f"transformers {path}"
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", spec.model):
-            return f"transformers {spec.model} (Hugging Face Hub / cache)"
-        raise ModelSetupError(f"no transformers model at {spec.model!r}: give a local folder or a Hub id (owner/name)")
-    raise ModelSetupError(f"unknown provider {spec.provider!r}; choose one of {', '.join(PROVIDERS)}")
 
 
 def warm_up(spec: ModelSpec, model: Any) -> None:
