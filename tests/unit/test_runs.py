@@ -281,20 +281,28 @@ def test_concurrent_runs_share_the_sampler_and_get_their_own_energy(nvml: FakeNv
     summary_b = registry.stop("run-b")
 
     assert nvml.calls["device_count"] == 1  # one sampler, one discovery
-    assert [d.energy_joules for d in summary_a.devices] == [16.0, 29.0]
-    assert summary_a.energy_joules == 45.0
+    # GPU 1 drew 20 J (A alone), 7 + 2 J (A and B: half each), 3 + 4 J (B alone)
+    assert [d.energy_joules for d in summary_a.devices] == [16.0, 24.5]
+    assert summary_a.energy_joules == 40.5
     assert summary_a.energy_method == "counter"
-    assert summary_a.co2_grams == pytest.approx(45.0 / 3.6e6 * 300.0 * 1.5)
-    assert summary_a.devices[1].co2_grams == pytest.approx(co2_grams(29.0, 300.0, 1.5))
-    assert summary_a.power_cost_usd == pytest.approx(power_cost_usd(45.0, 0.12))
+    assert summary_a.co2_grams == pytest.approx(40.5 / 3.6e6 * 300.0 * 1.5)
+    assert summary_a.devices[1].co2_grams == pytest.approx(co2_grams(24.5, 300.0, 1.5))
+    assert summary_a.power_cost_usd == pytest.approx(power_cost_usd(40.5, 0.12))
     assert (summary_a.carbon_intensity_g_per_kwh, summary_a.pue) == (300.0, 1.5)
     assert summary_a.duration_seconds == 3.0
     assert summary_a.sample_count == 5  # start, sweep, B's start, sweep, stop
+    gpu0_a, gpu1_a = summary_a.devices
+    assert (gpu0_a.split_method, gpu0_a.exclusive_seconds, gpu0_a.shared_seconds) == ("exclusive", 3.0, 0.0)
+    assert (gpu1_a.split_method, gpu1_a.exclusive_seconds, gpu1_a.shared_seconds) == ("equal_share", 1.0, 2.0)
 
     assert [d.uuid for d in summary_b.devices] == [g1.uuid]
-    assert summary_b.energy_joules == 16.0
-    assert summary_b.co2_grams == pytest.approx(16.0 / 3.6e6 * 475.0)
+    assert summary_b.energy_joules == 11.5
+    assert summary_b.co2_grams == pytest.approx(11.5 / 3.6e6 * 475.0)
     assert summary_b.duration_seconds == 3.0
+    (gpu1_b,) = summary_b.devices
+    assert (gpu1_b.split_method, gpu1_b.exclusive_seconds, gpu1_b.shared_seconds) == ("equal_share", 1.0, 2.0)
+    # the runs sharing GPU 1 add up to what it drew over the union of their windows
+    assert gpu1_a.energy_joules + gpu1_b.energy_joules == 20.0 + 7.0 + 2.0 + 3.0 + 4.0
     assert summary_b.sample_count == 5  # start, sweep, A's stop, sweep, stop
 
 

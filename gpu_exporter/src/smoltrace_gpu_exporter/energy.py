@@ -75,8 +75,11 @@ class EnergyMeter:
     _last_power_t: float | None = None
     _samples: int = field(default=0)
 
-    def add(self, t_seconds: float, power_watts: float | None, counter_joules: float | None) -> None:
-        """One sample: monotonic time (s), power (W) and the energy counter (J), either may be None."""
+    def add(self, t_seconds: float, power_watts: float | None, counter_joules: float | None, share: float = 1.0) -> None:
+        """One sample: monotonic time (s), power (W) and the energy counter (J), either may be None.
+
+        `share` is the fraction of the device's energy since the previous sample charged to this
+        meter (1/k while k runs sample a shared device; a MIG instance's fraction of its parent)."""
         first = self._samples == 0
         self._samples += 1
         if first:
@@ -86,16 +89,16 @@ class EnergyMeter:
             if self.counter_last is None:
                 self.counter_first = counter_joules
             elif counter_joules >= self.counter_last:
-                self.counter_joules += counter_joules - self.counter_last
+                self.counter_joules += (counter_joules - self.counter_last) * share
             else:  # the counter restarted (driver reload): it counts from 0 again
-                self.counter_joules += counter_joules
+                self.counter_joules += counter_joules * share
                 self.counter_reset = True
             self.counter_last = counter_joules
         if power_watts is not None:
             if self._last_power is not None and self._last_power_t is not None:
                 dt = t_seconds - self._last_power_t
                 if dt > 0:
-                    self.integrated_joules += (self._last_power + power_watts) / 2.0 * dt
+                    self.integrated_joules += (self._last_power + power_watts) / 2.0 * dt * share
             self._last_power = power_watts
             self._last_power_t = t_seconds
 

@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from smoltrace_proto.summary import DeviceSummary, RunSummary, StatsSummary
+from smoltrace_proto.summary import SPLIT_EQUAL_SHARE, SPLIT_EXCLUSIVE, DeviceSummary, RunSummary, StatsSummary
 
 from .energy import (
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
@@ -203,8 +203,12 @@ class DeviceAccount:
     last_t: float | None = None
     failed: bool = False
     error: str = ""
+    exclusive_seconds: float = 0.0  # of the run's window, time this run was the device's only user
+    shared_seconds: float = 0.0  # ... and time it shared the device with other runs
 
-    def record(self, t: float, reading: DeviceReading) -> None:
+    def record(self, t: float, reading: DeviceReading, users: int = 1) -> None:
+        """One sweep's reading; `users` = how many runs sampled this device since the previous sweep
+        (this one included): the interval's energy is split equally between them."""
         if reading.failed:
             self.failed = True
             self.error = self.error or reading.error
@@ -212,6 +216,11 @@ class DeviceAccount:
         self.samples += 1
         if self.first_t is None:
             self.first_t = t
+        elif self.last_t is not None and t > self.last_t:
+            if users > 1:
+                self.shared_seconds += t - self.last_t
+            else:
+                self.exclusive_seconds += t - self.last_t
         self.last_t = t
         for stats, value in (
             (self.utilization, reading.utilization_percent),
@@ -221,7 +230,7 @@ class DeviceAccount:
         ):
             if value is not None:
                 stats.add(float(value))
-        self.energy.add(t, reading.power_watts, reading.energy_counter_joules)
+        self.energy.add(t, reading.power_watts, reading.energy_counter_joules, share=1.0 / max(1, users))
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +289,9 @@ class Run:
     def energy_joules(self) -> float:
         return sum(a.energy.joules for a in self.accounts.values())
 
-    def record(self, snapshot: Snapshot) -> None:
+    def record(self, snapshot: Snapshot, users: Mapping[str, int] | None = None) -> None:
+        """Account one sweep. `users`: device uuid -> runs that sampled it since the previous sweep
+        (None = this run alone)."""
         if snapshot is self._last_snapshot:
             return
         self._last_snapshot = snapshot
@@ -298,7 +309,7 @@ class Run:
             account = self.accounts.get(reading.uuid)
             if account is None:
                 continue
-            account.record(t, reading)
+            account.record(t, reading, users.get(reading.uuid, 1) if users else 1)
             if reading.failed:
                 continue
             readings.append((reading, account.energy.joules))
@@ -405,6 +416,9 @@ class Run:
                     counter_reset=account.energy.counter_reset,
                     failed=account.failed,
                     error=account.error,
+                    exclusive_seconds=account.exclusive_seconds,
+                    shared_seconds=account.shared_seconds,
+                    split_method=SPLIT_EQUAL_SHARE if account.shared_seconds > 0 else SPLIT_EXCLUSIVE,
                 )
             )
         total = sum(d.energy_joules for d in devices)
@@ -486,10 +500,17 @@ class RunRegistry:
 
     # -- sampler integration ------------------------------------------------------------------
     def on_snapshot(self, snapshot: Snapshot) -> None:
+        """Every live run records the sweep. A run registered after the previous sweep is not live
+        yet when this one is dispatched, so the runs here are exactly those that sampled each device
+        over the interval: each is charged 1/k of a device that k of them share."""
         with self._lock:
             runs = list(self._active.values())
+        users: dict[str, int] = {}
         for run in runs:
-            run.record(snapshot)
+            for uuid in run.accounts:
+                users[uuid] = users.get(uuid, 0) + 1
+        for run in runs:
+            run.record(snapshot, users)
 
     def on_tick(self, now_monotonic: float) -> None:
         with self._lock:
@@ -571,11 +592,24 @@ class RunRegistry:
                 run.record(snapshot)
                 self._active[params.run_id] = run
                 self.runs_started += 1
+                self._publish_users()
                 outcome.append((run, False))
 
         self.sampler.sweep(after=register)
         self.sampler.wake()
         return outcome[0]
+
+    def _publish_users(self) -> None:
+        """Tell a backend that models load (the simulated one) how many runs use each device.
+        Called under the lock, between two sweeps."""
+        set_users = getattr(self.sampler.backend, "set_device_users", None)
+        if set_users is None:
+            return
+        users: dict[str, int] = {}
+        for run in self._active.values():
+            for uuid in run.accounts:
+                users[uuid] = users.get(uuid, 0) + 1
+        set_users(users)
 
     def _check_room(self) -> None:
         if len(self._active) >= self.max_live_runs:
@@ -606,6 +640,7 @@ class RunRegistry:
                 if run is None:
                     return
                 run.finish(snapshot, reason)
+                self._publish_users()
                 self._stopped[run_id] = run
                 while len(self._stopped) > self._max_stopped:
                     self._stopped.popitem(last=False)

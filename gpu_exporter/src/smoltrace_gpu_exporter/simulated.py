@@ -1,8 +1,10 @@
 """`--backend simulated:N`: N plausible GPUs for demos and tests on machines without one.
 
-Readings vary smoothly with time; the energy counter is the exact integral of the power curve, so
-counter-based and integrated energy agree and both grow monotonically. Everything the exporter
-emits in this mode is marked `gpu.simulated=true`.
+Readings vary smoothly with time, and each GPU's power also follows the runs that use it (the
+exporter tells the backend through `set_device_users`): +50 W per run, up to three, so tests can
+model topologies (runs sharing a GPU, runs on different GPUs). The energy counter is the exact
+integral of the power curve, so counter-based and integrated energy agree and both grow
+monotonically. Everything the exporter emits in this mode is marked `gpu.simulated=true`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .nvml import DeviceInfo
 
 _MIB = 1024 * 1024
 _PERIOD_S = 20.0  # one load cycle
+WATTS_PER_RUN = 50.0  # extra power while a run uses the GPU
+MAX_RUNS_DRAWING = 3  # a GPU saturates: more runs draw no more
 
 
 class SimulatedBackend:
@@ -27,6 +31,9 @@ class SimulatedBackend:
         self._count = count
         self._clock = clock
         self._t0 = clock()
+        self._users = [0] * count
+        self._user_joules = [0.0] * count  # energy of the per-run part up to _user_since
+        self._user_since = [0.0] * count
 
     def init(self) -> None:
         pass
@@ -55,6 +62,21 @@ class SimulatedBackend:
 
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
+    def set_device_users(self, users: dict[str, int]) -> None:
+        """How many runs use each GPU from now on (uuid -> count; absent = 0)."""
+        t = self._t()
+        for index in range(self._count):
+            n = users.get(self.device_info(index).uuid, 0)
+            self._user_joules[index] = self._user_energy(index, t)
+            self._user_since[index] = t
+            self._users[index] = n
+
+    def _user_watts(self, index: int) -> float:
+        return WATTS_PER_RUN * min(self._users[index], MAX_RUNS_DRAWING)
+
+    def _user_energy(self, index: int, t: float) -> float:
+        return self._user_joules[index] + self._user_watts(index) * max(0.0, t - self._user_since[index])
+
     # load(t) = 0.5 + 0.4 sin(w t + phase), phase differs per device
     def _phase(self, index: int) -> float:
         return index * 1.3
@@ -77,17 +99,17 @@ class SimulatedBackend:
         self._check(index)
         return round(35.0 + 40.0 * self._load(index, self._t()), 1)
 
-    # power(t) = 100 + 500 load(t) W; its integral is the energy counter.
+    # power(t) = 100 + 350 load(t) + 50 W per run using it (at most 3); its integral is the counter.
     def power_watts(self, index: int) -> float:
         self._check(index)
-        return 100.0 + 500.0 * self._load(index, self._t())
+        return 100.0 + 350.0 * self._load(index, self._t()) + self._user_watts(index)
 
     def total_energy_joules(self, index: int) -> float:
         self._check(index)
         t = self._t()
         w = 2 * math.pi / _PERIOD_S
         phase = self._phase(index)
-        # integral of 100 + 500 (0.5 + 0.4 sin(w t + phase)) dt from 0 to t, plus an offset so the
+        # integral of 100 + 350 (0.5 + 0.4 sin(w t + phase)) dt from 0 to t, plus an offset so the
         # counter does not start at 0 (a real one counts since the driver loaded)
-        integral = 350.0 * t - (200.0 / w) * (math.cos(w * t + phase) - math.cos(phase))
-        return 1_000_000.0 + integral
+        integral = 275.0 * t - (140.0 / w) * (math.cos(w * t + phase) - math.cos(phase))
+        return 1_000_000.0 + integral + self._user_energy(index, t)
