@@ -158,9 +158,13 @@ class CollectorProcess(ReadyLineProcess):
         self.grpc = str(self.ready["grpc"])
         self.http = str(self.ready["http"])
         self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
+        token_file = self.ready.get("token_file")
+        self.token = Path(token_file).read_text("utf-8").strip() if token_file else None
 
-    def request(self, path: str, method: str = "GET") -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://{self.http}{path}", method=method)
+    def request(self, path: str, method: str = "GET", token: bool = True) -> tuple[int, Any]:
+        """A JSON API call, with the collector's bearer token unless `token=False`."""
+        headers = {"Authorization": f"Bearer {self.token}"} if token and self.token else {}
+        req = urllib.request.Request(f"http://{self.http}{path}", method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
                 return response.status, json.loads(response.read())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -27,6 +28,16 @@ OPTIONAL_TOOLS = ("read_file", "write_file", "list_directory", "python_interpret
 
 
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}")
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -63,6 +74,7 @@ class EvalConfig:
     gpu_exporter_tls_ca: str | None = None
     collector_address: str = "127.0.0.1:0"
     collector_advertise: str | None = None
+    max_spill_mb: int = 1024
     otlp_forward: str | None = None
     otlp_forward_protocol: str = "grpc"
     enable_tools: tuple[str, ...] = ()
@@ -238,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="the collector address the GPU exporter should push to, when it differs from the bound one (containers)",
     )
+    t.add_argument(
+        "--max-spill-mb",
+        type=int,
+        default=int(os.environ.get("SMOLTRACE_COLLECTOR_MAX_SPILL_MB", "1024")),
+        help="disk the embedded collector may spill a run's telemetry to; past it new data is dropped and counted (default 1024)",
+    )
     t.add_argument("--otlp-forward", metavar="URL", help="also send everything the collector receives to this OpenTelemetry Collector")
     t.add_argument(
         "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
@@ -309,6 +327,13 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     for flag, value in (("--collector-address", args.collector_address), ("--collector-advertise", args.collector_advertise)):
         if value is not None and not _HOST_PORT.fullmatch(value):
             raise ConfigError(f"{flag} must be HOST:PORT, got {value!r}")
+    if not 1 <= args.max_spill_mb <= 1_048_576:
+        raise ConfigError("--max-spill-mb must be 1..1048576")
+    if args.collector_advertise is None and not _loopback(args.collector_address):
+        raise ConfigError(
+            f"--collector-address {args.collector_address} listens beyond loopback: give --collector-advertise HOST:PORT "
+            "(the collector then takes only this run's bearer token) or bind 127.0.0.1"
+        )
     if args.otlp_forward is not None and (not args.otlp_forward.strip() or any(c.isspace() for c in args.otlp_forward)):
         raise ConfigError(f"--otlp-forward must be a URL or HOST:PORT, got {args.otlp_forward!r}")
     for module in args.additional_imports or ():
@@ -343,6 +368,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         gpu_exporter_tls_ca=args.gpu_exporter_tls_ca,
         collector_address=args.collector_address,
         collector_advertise=args.collector_advertise,
+        max_spill_mb=args.max_spill_mb,
         otlp_forward=args.otlp_forward,
         otlp_forward_protocol=args.otlp_forward_protocol,
         enable_tools=tools,

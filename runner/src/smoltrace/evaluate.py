@@ -274,7 +274,7 @@ class Evaluation:
         telemetry.start()
         for line in gpu.report.notes:
             print(line, flush=True)
-        gpu.start(otlp_endpoint=telemetry.advertised_endpoint or "")
+        gpu.start(otlp_endpoint=telemetry.advertised_endpoint or "", otlp_headers=telemetry.otlp_headers)
         if gpu.report.warning and decision.enabled:
             self.warn(f"GPU metrics: {gpu.report.warning}")
 

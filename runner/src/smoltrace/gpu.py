@@ -273,6 +273,15 @@ class ExporterAccess:
             raise GpuScopeError(f"--gpu-exporter-tls-ca {self.tls_ca}: {err.strerror}") from err
 
 
+def exporter_takes_otlp_headers() -> bool:
+    """Whether the exporter contract carries StartSamplingRequest.otlp_headers (the collector's token)."""
+    try:
+        from smoltrace_gpu_exporter.api import pb
+    except ImportError:
+        return False
+    return "otlp_headers" in pb.StartSamplingRequest.DESCRIPTOR.fields_by_name
+
+
 def _with_secret(message_cls: Any, secret: str, **fields: Any) -> Any:
     """A request carrying the run's secret when the contract has one (StartSamplingResponse.run_secret)."""
     if secret and "run_secret" in message_cls.DESCRIPTOR.fields_by_name:
@@ -449,11 +458,13 @@ class GpuSession:
         return devices, bool(reply.gpu_available)
 
     # -- sampling -----------------------------------------------------------------------------
-    def start(self, otlp_endpoint: str | None = None) -> None:
+    def start(self, otlp_endpoint: str | None = None, otlp_headers: Mapping[str, str] | None = None) -> None:
+        """`otlp_headers`: what the exporter sends with the run's OTLP pushes (the collector's bearer token)."""
         if not self.report.enabled:
             return
         if otlp_endpoint is not None:
             self._otlp = otlp_endpoint
+        extra: dict[str, Any] = {"otlp_headers": dict(otlp_headers)} if otlp_headers else {}
         if not self._opened:
             try:
                 self.open()
@@ -473,6 +484,7 @@ class GpuSession:
                     otlp_endpoint=self._otlp,
                     resource_attributes=self._attributes,
                     lease_seconds=self._lease,
+                    **extra,
                 ),
                 timeout=self._timeout,
                 metadata=self._metadata,

@@ -294,6 +294,7 @@ class RunTracing:
         secrets: Sequence[str] = (),
         export_timeout_s: float = 2.0,
         redactor: Redactor | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -305,7 +306,9 @@ class RunTracing:
         for processor in _genai_processors():
             self.provider.add_span_processor(processor)
         self.redactor = redactor if redactor is not None else Redactor(secrets)
-        exporter = OTLPSpanExporter(endpoint=f"http://{collector_endpoint}", insecure=True, timeout=export_timeout_s)
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://{collector_endpoint}", insecure=True, timeout=export_timeout_s, headers=dict(headers) if headers else None
+        )
         self._processor = BatchSpanProcessor(
             RedactingSpanExporter(exporter, self.redactor),
             max_queue_size=65_536,

@@ -9,11 +9,12 @@ or an export that fails becomes a warning and a line in metadata.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from .collector import Collector, RunTelemetry
 from .config import EvalConfig
-from .gpu import otel_console_line
+from .gpu import exporter_takes_otlp_headers, otel_console_line
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class RunTelemetrySession:
         self.collector: Collector | None = None
         self.tracing: Any = None
         self.advertised_endpoint: str | None = None
+        self.token: str | None = None  # the collector's bearer token, when it is advertised
         self.report: dict[str, Any] = {"collector": None, "tracing": False, "warnings": []}
 
     def _warn(self, message: str) -> None:
@@ -38,9 +40,19 @@ class RunTelemetrySession:
         cfg = self.config
         if not (cfg.enable_otel or self.gpu_enabled):
             return
+        # advertised to a sidecar (it listens beyond loopback): only the holders of this run's token
+        # (the runner's tracing, the exporter told in StartSampling) may send; any run.id but this
+        # run's is dropped and counted either way
+        if cfg.collector_advertise and exporter_takes_otlp_headers():
+            self.token = secrets.token_urlsafe(32)
         try:
             self.collector = Collector(
-                cfg.collector_address, forward_url=cfg.otlp_forward, forward_protocol=cfg.otlp_forward_protocol
+                cfg.collector_address,
+                forward_url=cfg.otlp_forward,
+                forward_protocol=cfg.otlp_forward_protocol,
+                max_spill_bytes=cfg.max_spill_mb * 1024 * 1024,
+                token=self.token,
+                accept_run_ids=(cfg.run_id,),
             ).start()
         except (OSError, RuntimeError, ValueError) as err:
             self._warn(f"the OTLP collector could not start on {cfg.collector_address} ({err}); no traces or GPU time series for this run")
@@ -50,9 +62,15 @@ class RunTelemetrySession:
             "endpoint": self.collector.endpoint,
             "advertised": self.advertised_endpoint,
             "forward": cfg.otlp_forward,
+            "token": self.token is not None,
         }
         if cfg.enable_otel:
             self._start_tracing()
+
+    @property
+    def otlp_headers(self) -> dict[str, str] | None:
+        """What the exporter must send with the run's GPU metrics (StartSampling.otlp_headers)."""
+        return {"authorization": f"Bearer {self.token}"} if self.token else None
 
     def _start_tracing(self) -> None:
         from .models import ollama_base
@@ -70,6 +88,7 @@ class RunTelemetrySession:
                 self.collector.endpoint,
                 {"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
                 redactor=self.redactor,
+                headers=self.otlp_headers,
             )
             self.tracing.activate({"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "run.id": cfg.run_id})
         except Exception as err:

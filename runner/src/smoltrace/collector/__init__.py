@@ -4,6 +4,7 @@ them per run, and merges them into the run's documents. Embedded in the runner b
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from .documents import energy_series, gpu_resource_metrics, metric_rows, metrics_json, spans_from_requests, trace_documents
 from .forward import Forwarder
 from .receiver import OtlpGrpcReceiver, OtlpIngest
-from .store import RunStore
+from .store import DEFAULT_MAX_SPILL_BYTES, RunStore
 
 __all__ = ["Collector", "Forwarder", "RunTelemetry"]
 
@@ -36,11 +37,17 @@ class Collector:
         forward_protocol: str = "grpc",
         max_memory_bytes: int = 256 * 1024 * 1024,
         spill_dir: Path | None = None,
+        max_spill_bytes: int = DEFAULT_MAX_SPILL_BYTES,
+        token: str | None = None,
+        accept_run_ids: Collection[str] | None = None,
     ) -> None:
-        self.store = RunStore(max_memory_bytes, spill_dir)
+        """`token`: OTLP calls must carry `authorization: Bearer <token>`; `accept_run_ids`: data
+        for any other run.id is dropped and counted (the embedded collector takes its own run only)."""
+        self.token = token
+        self.store = RunStore(max_memory_bytes, spill_dir, max_spill_bytes)
         self.forwarder = Forwarder(forward_url, forward_protocol) if forward_url else None
-        self.ingest = OtlpIngest(self.store, self.forwarder)
-        self.receiver = OtlpGrpcReceiver(self.ingest, address)
+        self.ingest = OtlpIngest(self.store, self.forwarder, accept_run_ids)
+        self.receiver = OtlpGrpcReceiver(self.ingest, address, token=token)
 
     @property
     def endpoint(self) -> str:
@@ -53,8 +60,8 @@ class Collector:
 
     def run_telemetry(self, run_id: str) -> RunTelemetry:
         """Everything received for the run so far, merged."""
-        spans = spans_from_requests(self.store.payloads(run_id, "traces"))
-        resource_metrics = gpu_resource_metrics(self.store.payloads(run_id, "metrics"))
+        spans = spans_from_requests(self.store.iter_payloads(run_id, "traces"))  # streamed, never loaded whole
+        resource_metrics = gpu_resource_metrics(self.store.iter_payloads(run_id, "metrics"))
         return RunTelemetry(
             run_id=run_id,
             traces=trace_documents(spans, run_id),

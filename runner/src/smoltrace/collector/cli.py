@@ -5,11 +5,17 @@ Receives OTLP/gRPC (traces and metrics) from any number of runners and exporters
 Collector (`--otlp-forward`), and serves the merged per-run documents as JSON over HTTP:
 
   GET    /healthz                     ok
-  GET    /runs                        {run_id: {requests, spans, data_points, memory_bytes, spilled_bytes}}
+  GET    /runs                        {run_id: {requests, spans, data_points, memory_bytes, spilled_bytes, ...}}
+                                      ({} without the token: run ids are not listed to anyone)
   GET    /runs/<run_id>/traces        trace documents
   GET    /runs/<run_id>/metrics       {"run_id", "resourceMetrics": [...]} (GPU/CO2/energy, OTLP JSON)
   GET    /runs/<run_id>/metric_rows   one row per GPU per timestamp
-  DELETE /runs/<run_id>               forget the run
+  DELETE /runs/<run_id>               forget the run (401 without the token)
+
+The token (`Authorization: Bearer <token>`) is read from --token-file; without one a random token
+is made and written, mode 0600, to a file named in the ready line. With --token-file, OTLP senders
+need it too (`authorization` gRPC metadata). Spill is bounded (--max-spill-mb): past it new data
+is dropped and counted.
 
 On start it prints one JSON line with the bound addresses; SIGTERM flushes the forwarder and exits 0.
 """
@@ -17,12 +23,15 @@ On start it prints one JSON line with the bound addresses; SIGTERM flushes the f
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,10 +52,15 @@ def _split(address: str, flag: str) -> tuple[str, int]:
     return match.group(1).strip("[]"), int(match.group(2))
 
 
-def make_http_server(collector: Collector, host: str, port: int) -> ThreadingHTTPServer:
+def make_http_server(collector: Collector, host: str, port: int, token: str) -> ThreadingHTTPServer:
+    expected = f"Bearer {token}".encode()
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def _authorized(self) -> bool:
+            return hmac.compare_digest((self.headers.get("Authorization") or "").encode(), expected)
 
         def _json(self, status: int, payload: Any) -> None:
             body = json.dumps(payload, default=str).encode()
@@ -73,7 +87,7 @@ def make_http_server(collector: Collector, host: str, port: int) -> ThreadingHTT
             if what == "healthz":
                 self._json(200, {"status": "ok"})
             elif what == "runs":
-                self._json(200, collector.store.runs())
+                self._json(200, collector.store.runs() if self._authorized() else {})
             elif run_id not in collector.store.runs():
                 self._json(404, {"error": f"no run {run_id!r}"})
             else:
@@ -88,6 +102,9 @@ def make_http_server(collector: Collector, host: str, port: int) -> ThreadingHTT
             route = self._route()
             if route is None or route[0] != "run":
                 self._json(404, {"error": "not found"})
+                return
+            if not self._authorized():
+                self._json(401, {"error": "DELETE needs the collector's bearer token"})
                 return
             collector.store.drop(route[1])
             self._json(200, {"dropped": route[1]})
@@ -121,7 +138,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="spill to disk past this (default 256)",
     )
     p.add_argument("--spill-dir", default=env("SMOLTRACE_COLLECTOR_SPILL_DIR"), help="where spilled runs go (default a temporary folder)")
+    p.add_argument(
+        "--max-spill-mb",
+        type=int,
+        default=int(env("SMOLTRACE_COLLECTOR_MAX_SPILL_MB", "1024")),
+        help="disk the spill files may take; past it new data is dropped and counted (default 1024)",
+    )
+    p.add_argument(
+        "--token-file",
+        default=env("SMOLTRACE_COLLECTOR_TOKEN_FILE"),
+        help="bearer token for the JSON API's listing and DELETE, and for OTLP senders (default: a random token, JSON API only)",
+    )
     return p
+
+
+def _token(path: str | None) -> tuple[str, str | None, bool]:
+    """(token, file it is in, whether it was given). A given file must hold one; else one is made."""
+    if path:
+        try:
+            token = Path(path).read_text("utf-8").strip()
+        except OSError as err:
+            print(f"smoltrace-collector: error: --token-file {path}: {err.strerror}", file=sys.stderr)
+            raise SystemExit(2) from err
+        if not token:
+            print(f"smoltrace-collector: error: --token-file {path} is empty", file=sys.stderr)
+            raise SystemExit(2)
+        return token, path, True
+    token = secrets.token_urlsafe(32)
+    folder = tempfile.mkdtemp(prefix="smoltrace-collector-token-")  # 0700
+    made = os.path.join(folder, "token")
+    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token)
+    return token, made, False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_memory_mb < 1:
         print("smoltrace-collector: error: --max-memory-mb must be at least 1", file=sys.stderr)
         return 2
+    if args.max_spill_mb < 0:
+        print("smoltrace-collector: error: --max-spill-mb must be at least 0", file=sys.stderr)
+        return 2
+    token, token_file, given = _token(args.token_file)
     try:
         collector = Collector(
             args.grpc_address,
@@ -139,8 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             forward_protocol=args.otlp_forward_protocol,
             max_memory_bytes=args.max_memory_mb * 1024 * 1024,
             spill_dir=Path(args.spill_dir) if args.spill_dir else None,
+            max_spill_bytes=args.max_spill_mb * 1024 * 1024,
+            token=token if given else None,
         ).start()
-        http = make_http_server(collector, http_host, http_port)
+        http = make_http_server(collector, http_host, http_port, token)
     except OSError as err:
         print(f"smoltrace-collector: error: {err}", file=sys.stderr)
         return 2
@@ -148,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(json.dumps({"event": "ready", "grpc": collector.endpoint, "http": f"{http_host}:{http.server_address[1]}"}), flush=True)
+    ready = {"event": "ready", "grpc": collector.endpoint, "http": f"{http_host}:{http.server_address[1]}", "token_file": token_file}
+    print(json.dumps(ready), flush=True)
     # wake up regularly: a signal delivered to another thread (the forwarder's, gRPC's) does not
     # interrupt the main thread's wait, and the handler only runs once the main thread wakes
     while not stop.wait(0.25):

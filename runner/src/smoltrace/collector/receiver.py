@@ -4,12 +4,17 @@ Requests are taken as bytes (a generic handler, no protobuf round trip in grpcio
 to find each resource's `run.id`, and stored as they came when they hold one run (the usual case:
 one SDK per run); a request mixing runs is split. Everything received can be teed to another
 OpenTelemetry Collector (`Forwarder`).
+
+Trust: with a `token`, every call must carry `authorization: Bearer <token>` (else
+UNAUTHENTICATED, counted); with `accept_run_ids` (the embedded collector: its own run), resources
+of any other `run.id` are dropped and counted, never stored nor forwarded.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -48,14 +53,20 @@ def _count_points(resource_metrics: Any) -> int:
 @dataclass(slots=True)
 class ReceiverStats:
     bad_requests: int = 0
+    unauthenticated: int = 0
+    foreign_requests: int = 0  # resources of a run.id this collector does not collect
+    foreign_spans: int = 0
+    foreign_data_points: int = 0
+    dropped_requests: int = 0  # memory and spill full
 
 
 class OtlpIngest:
     """Parse, group by run.id, store, forward. Used by the gRPC receiver (and tests directly)."""
 
-    def __init__(self, store: RunStore, forwarder: Forwarder | None = None) -> None:
+    def __init__(self, store: RunStore, forwarder: Forwarder | None = None, accept_run_ids: Collection[str] | None = None) -> None:
         self.store = store
         self.forwarder = forwarder
+        self.accept_run_ids = None if accept_run_ids is None else frozenset(accept_run_ids)
         self.stats = ReceiverStats()
 
     def traces(self, payload: bytes) -> bytes:
@@ -72,20 +83,45 @@ class OtlpIngest:
         """Group the request's resources by run.id; one run: keep the bytes as received, else split."""
         groups: dict[str, list[Any]] = {}
         counts: dict[str, int] = {}
+        foreign = 0
         for resource in resources:
             run_id = resource_run_id(resource.resource.attributes)
+            if self.accept_run_ids is not None and run_id not in self.accept_run_ids:
+                foreign += count(resource)
+                continue
             groups.setdefault(run_id, []).append(resource)
             counts[run_id] = counts.get(run_id, 0) + count(resource)
+        if foreign or (self.accept_run_ids is not None and not groups and len(resources)):
+            self.stats.foreign_requests += 1
+            if kind == "traces":
+                self.stats.foreign_spans += foreign
+            else:
+                self.stats.foreign_data_points += foreign
         unit = "spans" if kind == "traces" else "data_points"
+        whole = len(groups) == 1 and not foreign
         for run_id, items in groups.items():
-            part = payload if len(groups) == 1 else request_type(**{field: items}).SerializeToString()
-            self.store.add(kind, run_id, part, **{unit: counts[run_id]})
-        if self.forwarder is not None:
-            self.forwarder.submit(kind, payload)
+            part = payload if whole else request_type(**{field: items}).SerializeToString()
+            if not self.store.add(kind, run_id, part, **{unit: counts[run_id]}):
+                self.stats.dropped_requests += 1
+        if self.forwarder is not None and groups:
+            kept = payload if whole else request_type(**{field: [r for items in groups.values() for r in items]}).SerializeToString()
+            self.forwarder.submit(kind, kept)
 
 
-def _unary(handler: Callable[[bytes], bytes], stats: ReceiverStats) -> grpc.RpcMethodHandler:
+def _authorized(context: grpc.ServicerContext, token: str) -> bool:
+    expected = f"Bearer {token}".encode()
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            given = value.encode() if isinstance(value, str) else bytes(value)
+            return hmac.compare_digest(given, expected)
+    return False
+
+
+def _unary(handler: Callable[[bytes], bytes], stats: ReceiverStats, token: str | None = None) -> grpc.RpcMethodHandler:
     def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if token is not None and not _authorized(context, token):
+            stats.unauthenticated += 1
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "this collector needs its bearer token")
         try:
             return handler(request)
         except Exception as err:
@@ -97,15 +133,15 @@ def _unary(handler: Callable[[bytes], bytes], stats: ReceiverStats) -> grpc.RpcM
 
 
 class OtlpGrpcReceiver:
-    def __init__(self, ingest: OtlpIngest, address: str = "127.0.0.1:0", max_workers: int = 8) -> None:
+    def __init__(self, ingest: OtlpIngest, address: str = "127.0.0.1:0", max_workers: int = 8, token: str | None = None) -> None:
         self.ingest = ingest
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="smoltrace-collector"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)],
         )
         handlers = {
-            "opentelemetry.proto.collector.trace.v1.TraceService": {"Export": _unary(ingest.traces, ingest.stats)},
-            "opentelemetry.proto.collector.metrics.v1.MetricsService": {"Export": _unary(ingest.metrics, ingest.stats)},
+            "opentelemetry.proto.collector.trace.v1.TraceService": {"Export": _unary(ingest.traces, ingest.stats, token)},
+            "opentelemetry.proto.collector.metrics.v1.MetricsService": {"Export": _unary(ingest.metrics, ingest.stats, token)},
         }
         for service, methods in handlers.items():
             self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
