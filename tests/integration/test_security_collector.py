@@ -93,7 +93,7 @@ def test_an_advertised_collector_takes_only_the_runs_token(tmp_path: Path, runne
                 "127.0.0.1:0",
                 "--collector-advertise",
                 "127.0.0.1:9",
-            ],  # fmt: skip
+            ],
             tmp_path / "out",
         )
     assert run.rc == 0, run.stderr
