@@ -71,7 +71,6 @@ def test_a_collector_with_a_token_refuses_calls_without_it() -> None:
 def test_an_advertised_collector_takes_only_the_runs_token(tmp_path: Path, runner_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """--collector-advertise: a per-run token the runner's own span exporter sends (and StartSampling
     passes on as otlp_headers); a second client without it is refused."""
-    monkeypatch.setattr(smoltrace.telemetry_session, "exporter_takes_otlp_headers", lambda: True)
     spy = CollectorSpy()
     monkeypatch.setattr(smoltrace.telemetry_session, "Collector", spy.cls)
     with FakeOpenAIServer(standard_script()) as server:

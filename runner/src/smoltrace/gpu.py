@@ -273,15 +273,6 @@ class ExporterAccess:
             raise GpuScopeError(f"--gpu-exporter-tls-ca {self.tls_ca}: {err.strerror}") from err
 
 
-def exporter_takes_otlp_headers() -> bool:
-    """Whether the exporter contract carries StartSamplingRequest.otlp_headers (the collector's token)."""
-    try:
-        from smoltrace_gpu_exporter.api import pb
-    except ImportError:
-        return False
-    return "otlp_headers" in pb.StartSamplingRequest.DESCRIPTOR.fields_by_name
-
-
 def _with_secret(message_cls: Any, secret: str, **fields: Any) -> Any:
     """A request carrying the run's secret when the contract has one (StartSamplingResponse.run_secret)."""
     if secret and "run_secret" in message_cls.DESCRIPTOR.fields_by_name:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .collector import Collector, RunTelemetry
 from .config import EvalConfig
-from .gpu import exporter_takes_otlp_headers, otel_console_line
+from .gpu import otel_console_line
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class RunTelemetrySession:
         # advertised to a sidecar (it listens beyond loopback): only the holders of this run's token
         # (the runner's tracing, the exporter told in StartSampling) may send; any run.id but this
         # run's is dropped and counted either way
-        if cfg.collector_advertise and exporter_takes_otlp_headers():
+        if cfg.collector_advertise:
             self.token = secrets.token_urlsafe(32)
         try:
             self.collector = Collector(
