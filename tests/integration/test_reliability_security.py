@@ -228,7 +228,11 @@ def test_a_runs_embedded_collector_and_local_exporter_bind_loopback(
     assert not script.hook_errors, script.hook_errors
     assert run.metadata["gpu_metrics"]["embedded_exporter"] is True
     assert_loopback(seen["runner"], "runner (embedded collector, fake model server)")
-    exporters = [sockets for cmd, sockets in seen["children"].values() if any("smoltrace_gpu_exporter" in part or "smoltrace.gpu_child" in part for part in cmd)]
+    exporters = [
+        sockets
+        for cmd, sockets in seen["children"].values()
+        if any("smoltrace_gpu_exporter" in part or "smoltrace.gpu_child" in part for part in cmd)
+    ]
     assert exporters, seen["children"]
     for sockets in exporters:
         assert_loopback(sockets, "the runner's local exporter")
