@@ -79,11 +79,12 @@ ENV PATH=/opt/smoltrace/bin:$PATH \
     HF_HOME=/cache/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1
 COPY --from=build /opt/smoltrace /opt/smoltrace
-# /cache and /results are world-writable (sticky, like /tmp) so the image also runs as the host
-# user's uid (compose: SMOLTRACE_UID/SMOLTRACE_GID) and a fresh named volume is writable.
+# /cache and /results belong to the smoltrace user and group (setgid, group-writable, nothing for
+# others): the image also runs as the host user's uid with group 10001 (compose: SMOLTRACE_UID,
+# SMOLTRACE_GID), and a fresh named volume copies these permissions.
 RUN groupadd --system --gid 10001 smoltrace \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin smoltrace \
- && install -d -m 1777 /cache /results
+ && install -d -m 2770 -o 10001 -g 10001 /cache /results
 USER 10001:10001
 WORKDIR /results
 # The embedded OTLP/gRPC collector, when bound to 0.0.0.0:4317 for an exporter in another container.

@@ -75,6 +75,7 @@ class EvalConfig:
     collector_address: str = "127.0.0.1:0"
     collector_advertise: str | None = None
     max_spill_mb: int = 1024
+    collector_spill_dir: str | None = None
     otlp_forward: str | None = None
     otlp_forward_protocol: str = "grpc"
     enable_tools: tuple[str, ...] = ()
@@ -256,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("SMOLTRACE_COLLECTOR_MAX_SPILL_MB", "1024")),
         help="disk the embedded collector may spill a run's telemetry to; past it new data is dropped and counted (default 1024)",
     )
+    t.add_argument(
+        "--collector-spill-dir",
+        default=os.environ.get("SMOLTRACE_COLLECTOR_SPILL_DIR"),
+        metavar="DIR",
+        help="where the embedded collector spills past its memory bound (env SMOLTRACE_COLLECTOR_SPILL_DIR; default a temporary "
+        "folder: put it on disk, not a tmpfs, in containers)",
+    )
     t.add_argument("--otlp-forward", metavar="URL", help="also send everything the collector receives to this OpenTelemetry Collector")
     t.add_argument(
         "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
@@ -369,6 +377,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         collector_address=args.collector_address,
         collector_advertise=args.collector_advertise,
         max_spill_mb=args.max_spill_mb,
+        collector_spill_dir=args.collector_spill_dir,
         otlp_forward=args.otlp_forward,
         otlp_forward_protocol=args.otlp_forward_protocol,
         enable_tools=tools,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 from typing import Any
 
 from .collector import Collector, RunTelemetry
@@ -51,6 +52,7 @@ class RunTelemetrySession:
                 forward_url=cfg.otlp_forward,
                 forward_protocol=cfg.otlp_forward_protocol,
                 max_spill_bytes=cfg.max_spill_mb * 1024 * 1024,
+                spill_dir=Path(cfg.collector_spill_dir) / cfg.run_id.replace("/", "_") if cfg.collector_spill_dir else None,
                 token=self.token,
                 accept_run_ids=(cfg.run_id,),
             ).start()
