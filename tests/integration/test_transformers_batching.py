@@ -16,6 +16,8 @@ from tests.fakes.tiny_model import tiny_model_dir_fixture  # noqa: F401 - fixtur
 pytestmark = pytest.mark.usefixtures("runner_env")
 
 SCALE = 6.0
+# a system prompt all requests share, as agents of one type do: long enough to be cached once
+SYSTEM = "You are an expert assistant who can solve any task using code blobs and tools. " * 4
 PROMPTS = [
     "What's the weather in Paris, France?",
     "The quick brown fox",
@@ -41,7 +43,10 @@ def build(model_dir: Path, workers: int) -> Any:
 
 
 def call(model: Any, prompt: str, stops: list[str] | None, max_new: int) -> tuple[str, int, int]:
-    messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": [{"type": "text", "text": prompt}]},
+    ]
     reply = model.generate(messages, stop_sequences=stops, max_new_tokens=max_new)
     return reply.content, reply.token_usage.input_tokens, reply.token_usage.output_tokens
 
@@ -82,6 +87,7 @@ def test_batched_output_equals_unbatched_greedy_output_per_request(tiny_model_di
     assert got == expected
     assert max(batcher.batches) > 1, batcher.batches  # they really were generated together
     assert sum(batcher.batches) == len(requests)
+    assert batcher._prefixes, "the shared system prompt was not cached"
 
 
 def test_one_worker_keeps_the_plain_locked_generate(tiny_model_dir: Path) -> None:

@@ -19,6 +19,7 @@ than smolagents' stop strings, dict outputs) run alone, one at a time, as before
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -29,6 +30,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_S = 0.01
+MIN_PREFIX_TOKENS = 64  # shorter shared prompt starts are not worth a cache of their own
+MAX_PREFIXES = 4
 _SOLO_KWARGS = ("streamer", "return_dict_in_generate", "output_scores", "output_logits", "num_return_sequences", "num_beams")
 
 
@@ -90,8 +93,11 @@ class GenerateBatcher:
         decode: Callable[[Any], str],
         max_batch: int,
         window_s: float = DEFAULT_WINDOW_S,
+        prefill: Callable[[Any], Any] | None = None,
     ) -> None:
         self._generate = generate
+        self._prefill = prefill  # prompt ids [1, n] -> the model's KV cache for them (shared prefixes)
+        self._prefixes: list[tuple[Any, Any]] = []  # (prefix ids, cache), most recently used first
         self._pad = int(pad_token_id)
         self._eos = {int(t) for t in eos_token_ids}
         self._decode = decode
@@ -162,19 +168,60 @@ class GenerateBatcher:
                 self._pending.remove(r)
         return batch
 
+    def _prefix_for(self, batch: list[_Request]) -> tuple[Any, Any]:
+        """The KV cache of the prompt start all rows share (agents of one type share their long
+        system prompt): computed once, reused by every later batch that starts the same way."""
+        import torch
+
+        if self._prefill is None or "past_key_values" in batch[0].kwargs or "cache" in batch[0].kwargs:
+            return None, None
+        lead = batch[0].ids
+        limit = min(int(r.ids.shape[0]) for r in batch) - 1  # at least one token of each prompt is fed
+        common = limit
+        for r in batch[1:]:
+            same = (r.ids[:limit] == lead[:limit]).to(torch.int8)
+            common = min(common, int(same.cumprod(0).sum()))
+        best = None
+        for index, (ids, cache) in enumerate(self._prefixes):
+            n = int(ids.shape[0])
+            if n <= common and torch.equal(lead[:n], ids) and (best is None or n > int(best[1][0].shape[0])):
+                best = (index, (ids, cache))
+        if best is not None and (len(batch) == 1 or 2 * int(best[1][0].shape[0]) >= common):
+            self._prefixes.insert(0, self._prefixes.pop(best[0]))
+            return best[1]
+        if len(batch) < 2 or common < MIN_PREFIX_TOKENS:
+            return None, None
+        ids = lead[:common].clone()
+        cache = self._prefill(ids.unsqueeze(0))
+        self._prefixes.insert(0, (ids, cache))
+        del self._prefixes[MAX_PREFIXES:]
+        return ids, cache
+
     def _run(self, batch: list[_Request]) -> None:
         import torch
         from transformers import StoppingCriteriaList
 
         try:
-            width = max(int(r.ids.shape[0]) for r in batch)
+            prefix_ids, cache = self._prefix_for(batch)
+            shared = int(prefix_ids.shape[0]) if prefix_ids is not None else 0
+            width = shared + max(int(r.ids.shape[0]) - shared for r in batch)
             device = batch[0].ids.device
             inputs = torch.full((len(batch), width), self._pad, dtype=batch[0].ids.dtype, device=device)
             mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-            for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
+            for i, r in enumerate(batch):
+                # [shared prefix][padding][rest of the prompt]: every prompt ends where generation
+                # starts; positions follow the attention mask, so padding changes nothing
                 n = int(r.ids.shape[0])
-                inputs[i, width - n :] = r.ids
-                mask[i, width - n :] = 1
+                inputs[i, :shared] = r.ids[:shared]
+                mask[i, :shared] = 1
+                inputs[i, width - (n - shared) :] = r.ids[shared:]
+                mask[i, width - (n - shared) :] = 1
+            extra: dict[str, Any] = {}
+            if cache is not None:
+                batch_cache = copy.deepcopy(cache)
+                if len(batch) > 1:
+                    batch_cache.batch_repeat_interleave(len(batch))
+                extra["cache"] = batch_cache
             stops = _RowStops(batch, width, self._decode, self._eos)
             out = self._generate(
                 inputs=inputs,
@@ -182,6 +229,7 @@ class GenerateBatcher:
                 max_new_tokens=max(r.max_new_tokens for r in batch),
                 stopping_criteria=StoppingCriteriaList([stops]),
                 pad_token_id=self._pad,
+                **extra,
                 **batch[0].kwargs,
             )
             self.batches.append(len(batch))
@@ -225,7 +273,15 @@ def install_batcher(model: Any, max_batch: int, window_s: float = DEFAULT_WINDOW
     def generate(*args: Any, **kwargs: Any) -> Any:  # late-bound: instrumentation patches the class later
         return type(hf_model).generate(hf_model, *args, **kwargs)
 
-    batcher = GenerateBatcher(generate, pad_token_id=pad, eos_token_ids=eos_ids, decode=decode, max_batch=max_batch, window_s=window_s)
+    def prefill(ids: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return hf_model(input_ids=ids, use_cache=True).past_key_values
+
+    batcher = GenerateBatcher(
+        generate, pad_token_id=pad, eos_token_ids=eos_ids, decode=decode, max_batch=max_batch, window_s=window_s, prefill=prefill
+    )
     hf_model.generate = batcher
     return batcher
 
