@@ -14,6 +14,7 @@ Benchmarks (all with `--backend simulated:8`, on 127.0.0.1 with port 0):
              whole process <= 0.6 x, start-up <= 0.8 x SMOLTRACE's; no torch; active <= 1.2 x ideal;
              CPU per model call <= 10 ms; peak RSS <= 250 MB; teardown <= 0.3 s
              (SMOLTRACE's own venv is built once under .cache/bench/; skipped with the reason if it cannot be)
+  batching   transformers on the tiny CPU model, executions/s at 8 workers (batched) vs 1 target >= 2.5 x
 
 The soak lasts 60 s by default; `make bench BENCH_ARGS="--soak-seconds 600"` gives the full
 10-minute figure. This reports, it does not gate: the exit status is 0 even when a target is
@@ -39,7 +40,7 @@ import psutil
 
 import smoltrace_gpu_exporter
 
-from . import bench_collector, bench_cpu, bench_roundtrip, bench_rss, bench_runner, bench_scrape, bench_vs_smoltrace
+from . import bench_batching, bench_collector, bench_cpu, bench_roundtrip, bench_rss, bench_runner, bench_scrape, bench_vs_smoltrace
 from ._harness import Result, exporter_command
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], Result]] = {
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], Result]] = {
     bench_runner.NAME: lambda a: bench_runner.run(),
     bench_collector.NAME: lambda a: bench_collector.run(),
     bench_vs_smoltrace.NAME: lambda a: bench_vs_smoltrace.run(repeat=a.repeat, with_smoltrace=not a.no_smoltrace),
+    bench_batching.NAME: lambda a: bench_batching.run(),
 }
 
 

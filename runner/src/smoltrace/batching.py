@@ -121,7 +121,7 @@ class GenerateBatcher:
                 if request.done.is_set():
                     break
                 self._collect()
-                batch = self._take(request.key)
+                batch = self._take(request)
                 self._run(batch)
         if request.error is not None:
             raise request.error
@@ -161,9 +161,21 @@ class GenerateBatcher:
                     break
                 self._cond.wait(left)
 
-    def _take(self, key: str) -> list[_Request]:
+    def _take(self, lead: _Request) -> list[_Request]:
+        """The lead request and the pending ones that can share its batch: the same generation
+        arguments and, when shared prompt starts are cached, the same start (a tool agent's and a
+        code agent's prompts differ from the system prompt on: padded together, the short one
+        would pay for the long one's prefill)."""
         with self._cond:
-            batch = [r for r in self._pending if r.key == key][: self.max_batch]
+            batch = [lead]
+            for r in self._pending:
+                if len(batch) >= self.max_batch:
+                    break
+                if r is lead or r.key != lead.key:
+                    continue
+                if self._prefill is not None and _common_prefix(lead.ids, r.ids) < MIN_PREFIX_TOKENS:
+                    continue
+                batch.append(r)
             for r in batch:
                 self._pending.remove(r)
         return batch
@@ -179,8 +191,7 @@ class GenerateBatcher:
         limit = min(int(r.ids.shape[0]) for r in batch) - 1  # at least one token of each prompt is fed
         common = limit
         for r in batch[1:]:
-            same = (r.ids[:limit] == lead[:limit]).to(torch.int8)
-            common = min(common, int(same.cumprod(0).sum()))
+            common = min(common, _common_prefix(lead[:limit], r.ids))
         best = None
         for index, (ids, cache) in enumerate(self._prefixes):
             n = int(ids.shape[0])
@@ -243,6 +254,12 @@ class GenerateBatcher:
         finally:
             for r in batch:
                 r.done.set()
+
+
+def _common_prefix(a: Any, b: Any) -> int:
+    """How many leading tokens two 1-D id tensors share."""
+    n = min(int(a.shape[0]), int(b.shape[0]))
+    return int((a[:n] == b[:n]).int().cumprod(0).sum())
 
 
 def install_batcher(model: Any, max_batch: int, window_s: float = DEFAULT_WINDOW_S) -> GenerateBatcher | None:
