@@ -3,7 +3,9 @@
 - `FakeOpenAIServer`: `POST /v1/chat/completions` (JSON; SSE when `stream`), `GET /v1/models`;
   tool calls with JSON-string arguments, `usage` token counts.
 - `FakeOllamaServer`: `/api/chat` (JSON or NDJSON stream; tool calls with dict arguments),
-  `/api/tags`, `/api/show`, `/api/version`, `/api/generate`.
+  `/api/tags`, `/api/show` (404 for a model it lacks), `/api/version`, `/api/generate` (an empty
+  prompt only loads the model, as Ollama's preload), `/api/ps` (loaded models, `size_vram` =
+  `vram_share` of `size`), `/api/pull` (NDJSON progress; only names in `pullable`).
 
 Both are driven by a `Script`: for a request, the rule whose `match` text occurs in the first user
 message decides the reply; the turn is the number of assistant messages already in the
@@ -275,10 +277,28 @@ class _OpenAIHandler(_Handler):
 
 class _OllamaHandler(_Handler):
     models = ("tiny:latest", "hf.co/kshitijthakkar/loggenix-moe-0.3B-A0.1B-smolagents-v0:f16")
+    SIZE = 1_000_000
+
+    @property
+    def state(self) -> FakeOllamaServer:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _name(model: Any) -> str:
+        name = str(model or "")
+        return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
     def do_GET(self) -> None:
+        state = self.state
         if self.path == "/api/tags":
-            self._send(200, {"models": [{"name": m, "model": m, "size": 1000, "details": {"family": "llama"}} for m in self.models]})
+            self._send(200, {"models": [{"name": m, "model": m, "size": self.SIZE, "details": {"family": "llama"}} for m in state.models]})
+        elif self.path == "/api/ps":
+            vram = int(self.SIZE * state.vram_share)
+            running = [
+                {"name": m, "model": m, "size": self.SIZE, "size_vram": vram, "digest": "0" * 64, "expires_at": "2026-12-04T00:00:00Z"}
+                for m in sorted(state.loaded)
+            ]
+            self._send(200, {"models": running})
         elif self.path == "/api/version":
             self._send(200, {"version": "0.6.3"})
         elif self.path == "/":
@@ -288,7 +308,28 @@ class _OllamaHandler(_Handler):
 
     def do_POST(self) -> None:
         request = self._body()
+        state = self.state
+        if self.path == "/api/pull":
+            name = self._name(request.get("model") or request.get("name"))
+            total = state.pullable.get(name)
+            if total is None:
+                self._send(500, {"error": "pull model manifest: file does not exist"})
+                return
+            state.pulls.append(name)
+            digest = "sha256:" + "ab" * 32
+            lines = [{"status": "pulling manifest"}]
+            lines += [
+                {"status": f"pulling {digest[7:19]}", "digest": digest, "total": total, "completed": done}
+                for done in (0, total // 2, total)
+            ]
+            lines += [{"status": "verifying sha256 digest"}, {"status": "success"}]
+            state.models = (*state.models, name)
+            self._send(200, ("\n".join(json.dumps(line) for line in lines) + "\n").encode(), content_type="application/x-ndjson")
+            return
         if self.path == "/api/show":
+            if self._name(request.get("model") or request.get("name")) not in state.models:
+                self._send(404, {"error": f"model '{request.get('model')}' not found"})
+                return
             self._send(
                 200,
                 {
@@ -303,6 +344,14 @@ class _OllamaHandler(_Handler):
             return
         if self.path not in ("/api/chat", "/api/generate"):
             self._send(404, {"error": "not found"})
+            return
+        state.loaded.add(self._name(request.get("model")))
+        if self.path == "/api/generate" and not request.get("prompt") and not request.get("messages"):
+            # Ollama's preload: an empty prompt loads the model and generates nothing
+            self._send(
+                200,
+                {"model": request.get("model"), "created_at": "2026-11-26T00:00:00Z", "response": "", "done": True, "done_reason": "load"},
+            )
             return
         script = self.script
         self._record(request)
@@ -351,6 +400,15 @@ class FakeOpenAIServer(_Server):
 
 class FakeOllamaServer(_Server):
     handler = _OllamaHandler
+
+    def __init__(self, script: Script | None = None) -> None:
+        super().__init__(script)
+        self.models: tuple[str, ...] = _OllamaHandler.models  # what /api/tags lists and /api/show knows
+        self.pullable: dict[str, int] = {}  # name -> size in bytes that /api/pull can fetch
+        self.pulls: list[str] = []
+        self.loaded: set[str] = set()  # models a chat/generate touched: what /api/ps lists
+        self.vram_share = 1.0  # share of each loaded model in GPU memory (0: on the CPU)
+        self._httpd.fake = self  # type: ignore[attr-defined]
 
 
 ScriptFactory = Callable[[], Script]

@@ -278,11 +278,32 @@ def test_retryable_kinds() -> None:
 # -- ollama -----------------------------------------------------------------------------------
 def test_ollama_base_precedence() -> None:
     env = {"OLLAMA_HOST": "10.0.0.5:11434"}
-    assert ollama_base("http://127.0.0.1:9999/", env) == "http://127.0.0.1:9999"
+    assert ollama_base("http://127.0.0.1:9999", env) == "http://127.0.0.1:9999"
     assert ollama_base(None, env) == "http://10.0.0.5:11434"
-    assert ollama_base(None, {}) == DEFAULT_OLLAMA_HOST == "http://localhost:11434"
+    assert ollama_base(None, {}) == DEFAULT_OLLAMA_HOST == "http://127.0.0.1:11434"
     assert ollama_base(None, {"OLLAMA_HOST": "https://ollama.example:443"}) == "https://ollama.example:443"
     assert ollama_base("", {"OLLAMA_HOST": ""}) == DEFAULT_OLLAMA_HOST
+
+
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [
+        ("localhost", "http://localhost:11434"),  # not port 80
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("0.0.0.0:11435", "http://0.0.0.0:11435"),
+        (":1234", "http://127.0.0.1:1234"),
+        ("example.com", "http://example.com:11434"),
+        ("example.com:56789", "http://example.com:56789"),
+        ("http://example.com", "http://example.com:80"),
+        ("https://example.com", "https://example.com:443"),
+        ("https://example.com:56789/path", "https://example.com:56789/path"),
+        ("[0001:002:003:0004::1]", "http://[0001:002:003:0004::1]:11434"),
+        ("[::1]:8080", "http://[::1]:8080"),
+    ],
+)
+def test_ollama_host_forms_parse_as_ollama_parses_them(host: str, base: str) -> None:
+    assert ollama_base(None, {"OLLAMA_HOST": host}) == base
+    assert ollama_base(host, {}) == base
 
 
 def test_ollama_base_reads_the_real_environment(monkeypatch: pytest.MonkeyPatch) -> None:

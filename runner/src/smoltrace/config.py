@@ -62,6 +62,7 @@ class EvalConfig:
     private: bool = True
     model_args: dict[str, Any] = field(default_factory=dict)
     api_base: str | None = None
+    ollama_pull: bool = False
     max_steps: int = 6
     task_timeout: float | None = None
     max_retries: int = 3
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model id (e.g. openai/gpt-4.1-nano, a local transformers folder, an Ollama model name)")
     m.add_argument("--provider", choices=PROVIDERS, default="litellm", help="where the model runs (default litellm)")
-    m.add_argument("--api-base", help="model server URL (litellm, ollama: else $OLLAMA_HOST, else http://localhost:11434)")
+    m.add_argument("--api-base", help="model server URL (litellm, ollama: else $OLLAMA_HOST, else http://127.0.0.1:11434)")
+    m.add_argument("--ollama-pull", action="store_true", help="ollama: pull the model if the server does not have it")
     m.add_argument("--model-args", nargs="+", metavar="KEY=VALUE", help="generation arguments, e.g. temperature=0 max_new_tokens=256")
     m.add_argument("--hf-token-file", help="read the Hugging Face token from this file (else $HF_TOKEN)")
     m.add_argument("--seed", type=int, default=42, help="random seed for local generation (default 42)")
@@ -364,6 +366,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         private=args.private,
         model_args=parse_model_args(args.model_args),
         api_base=args.api_base,
+        ollama_pull=args.ollama_pull,
         max_steps=args.max_steps,
         task_timeout=args.task_timeout,
         max_retries=args.max_retries,

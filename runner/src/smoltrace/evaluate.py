@@ -185,6 +185,7 @@ class Evaluation:
             cfg.task_timeout,
             cfg.seed,
             parallel_workers=cfg.parallel_workers,
+            ollama_pull=cfg.ollama_pull,
         )
         retry = RetryPolicy(max_retries=cfg.max_retries)
         target = check_setup(spec)
@@ -216,6 +217,28 @@ class Evaluation:
             access=ExporterAccess.from_env(cfg.gpu_exporter, cfg.gpu_exporter_token_file, cfg.gpu_exporter_tls_ca),
             scope_inputs=ScopeInputs.read(cfg.gpus, os.environ),
         )
+
+    def _ollama_placement(self, spec: ModelSpec) -> dict[str, Any] | None:
+        """Load the model and ask the server where it sits; a model on the CPU is a [WARN]: the
+        GPU metrics then measure nothing of it."""
+        from .models import ollama_base
+        from .ollama_server import load, placement
+
+        base = ollama_base(spec.api_base)
+        try:
+            load(base, spec.model)
+            where = placement(base, spec.model)
+        except Exception as err:  # the run goes on; its first chat call will say what is wrong
+            log.debug("ollama ps failed", exc_info=True)
+            self.warn(f"could not ask the Ollama server where the model sits ({type(err).__name__}: {err})")
+            return None
+        if where is None:
+            self.warn(f"the Ollama server at {base} does not list {spec.model} as loaded; model placement unknown")
+        elif where["placement"] == "cpu":
+            self.warn(f"Ollama runs {where['model']} on the CPU (size_vram 0): the GPU metrics measure nothing of it")
+        elif where["placement"] == "split":
+            self.warn(f"Ollama holds {where['gpu_share']:.0%} of {where['model']} on the GPU, the rest on the CPU")
+        return where
 
     def _remote_model_server(self) -> str | None:
         """An Ollama server on another host: its GPUs are not this machine's."""
@@ -262,6 +285,8 @@ class Evaluation:
             self.say("  publish  no: local JSON only (no Hugging Face token; set HF_TOKEN or --hf-token-file to publish)")
 
         warm_up(spec, model)
+        if cfg.provider == "ollama":
+            meta["model_placement"] = self._ollama_placement(spec)
         settings = AgentSettings(
             max_steps=cfg.max_steps,
             additional_imports=cfg.additional_imports,

@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = ("litellm", "inference", "transformers", "ollama")
 LOCAL_PROVIDERS = ("transformers", "ollama")
-DEFAULT_OLLAMA_HOST = "http://localhost:11434"
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"  # what Ollama's client resolves an unset OLLAMA_HOST to
 
 
 class ModelSetupError(Exception):
@@ -46,13 +46,14 @@ class ModelSpec:
     request_timeout_s: float | None = None
     seed: int | None = None
     parallel_workers: int = 1  # transformers: concurrent calls are generated as one batch
+    ollama_pull: bool = False  # ollama: pull a missing model instead of stopping
 
 
-def ollama_base(api_base: str | None, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    base = api_base or environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
-    if "://" not in base:
-        base = "http://" + base
-    return base.rstrip("/")
+def ollama_base(api_base: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """`--api-base`, else `$OLLAMA_HOST`, else Ollama's default, parsed as Ollama parses it."""
+    from .ollama_server import base_url
+
+    return base_url(api_base, environ)
 
 
 def ollama_name(model: str) -> str:

@@ -3,7 +3,8 @@
 1. `check_setup` (no request): the provider resolves (litellm's own provider lookup; an unknown
    one is `UnknownProviderError`, exit 2, with litellm's provider list in one line), credentials
    are there (litellm's key check, an HF token for `inference`, and not `HF_HUB_OFFLINE=1`), a
-   local model folder looks like one, the Ollama server lists the model.
+   local model folder looks like one, the Ollama server has the model (`ollama_server.check`:
+   Ollama's own client, list then show; `--ollama-pull` pulls a missing one).
 2. `probe` (one real, cheap request, skipped with `--skip-preflight`): a 1-token completion with a
    short timeout, retried under the run's retry policy like any model call. Fatal (exit 3): the
    credentials refused (401/403, naming the variable to set), the model unknown (404), the
@@ -15,13 +16,10 @@ Every failure is a `ModelSetupError`: one line, no traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from .models import (
     classify_error,
     error_chain,
     ollama_base,
-    ollama_name,
     quiet_litellm,
     reset_call_stats,
     with_retries,
@@ -62,12 +59,6 @@ class ProbeResult:
 
 
 # -- 1. setup, no request ---------------------------------------------------------------------
-def _get_json(url: str, timeout: float) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read() or b"null")
-
-
 def tcp_check(url: str, timeout: float) -> None:
     parsed = urlparse(url if "://" in url else "http://" + url)
     host = parsed.hostname or "localhost"
@@ -105,20 +96,10 @@ def litellm_provider(model: str, api_base: str | None = None) -> str:
 def check_setup(spec: ModelSpec, timeout: float = 5.0) -> str:
     """Everything that needs no model request. Returns a one-line description of the target."""
     if spec.provider == "ollama":
-        base = ollama_base(spec.api_base)
-        try:
-            tags = _get_json(f"{base}/api/tags", timeout)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise ModelSetupError(
-                f"cannot reach the Ollama server at {base} ({reason}); start it (`ollama serve`) or set --api-base / OLLAMA_HOST"
-            ) from err
-        names = [m.get("name", "") for m in (tags or {}).get("models", []) if isinstance(m, dict)]
-        wanted = ollama_name(spec.model)
-        aliases = {wanted, wanted + ":latest"}
-        if names and not aliases & set(names):
-            raise ModelSetupError(f"Ollama at {base} has no model {wanted!r} (has: {', '.join(names[:10])}); run `ollama pull {wanted}`")
-        return f"ollama {wanted} at {base}"
+        from .ollama_server import check
+
+        # Ollama's own client: list (the server answers), show (the model is there; --ollama-pull pulls it)
+        return check(ollama_base(spec.api_base), spec.model, pull=spec.ollama_pull, timeout=timeout)
     if spec.provider == "litellm":
         provider = litellm_provider(spec.model, spec.api_base)
         if "api_key" not in spec.model_args:
