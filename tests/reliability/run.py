@@ -75,7 +75,8 @@ def judge(s: Scenario, results: dict[str, tuple[str, float, str]], load: dict[st
             else:
                 counts["passed"] += 1
             continue
-        matched = {k: v for k, v in results.items() if k == test or k.startswith(test + "[")}
+        # a test id, its parametrised cases, or (a file) every test in it
+        matched = {k: v for k, v in results.items() if k == test or k.startswith((test + "[", test + "::"))}
         if not matched:
             notes.append(f"{test.split('::')[-1]} not run")
             ok = False
@@ -93,6 +94,29 @@ def judge(s: Scenario, results: dict[str, tuple[str, float, str]], load: dict[st
 
 def md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+SECURITY = """\
+## Security: trust boundaries (issue 13)
+
+Each finding of the security review was repeated as a test against real components (the CLI, the
+embedded and standalone collectors over gRPC/HTTP on 127.0.0.1, a scripted model server) and now
+fails to do harm; each of these tests fails on the code before the fix. Observed on the 2-core build
+machine (2026-12-04):
+
+| finding | before | now (observed) | tests |
+|---|---|---|---|
+| file tools default to the current folder (`/results` in the container) | a task made the model read `.env`; `write_file` rewrote another run's `metadata.json` | `--enable-tools read_file` without `--working-directory`: exit 2, 0 model requests, no run folder; a root overlapping the output folder, containing `$HOME`, or overlapping `~/.ssh`, `~/.aws`, `~/.config`, `~/.cache/huggingface`, ... or the token file: exit 2 | `test_security_runner.py`, `unit/test_tool_root.py` (16) |
+| results rows, checkpoint and report not redacted; `DB_PASSWORD=...` missed (`\\b` after `DB_`) | `.env` secrets in results.json, checkpoint.jsonl, report.html | one `Redactor` (`smoltrace.redact`) for spans, rows (before the checkpoint), traces, metadata (`config`, `command`), console lines and every log record; 4 canaries (extra_headers `Authorization`, `vertex_credentials.private_key`, `--api-base` userinfo, a `DB_PASSWORD` read through `read_file`): 0 occurrences in 6 artefacts, stdout and a `--debug` log of >1,000 characters; before: the header canary printed on stdout | `test_security_runner.py::test_canaries_...`, `unit/test_redact.py` (15) |
+| collector accepts anyone, any `run.id` | spans and GPU metrics for any run reached its report; `GET /runs`, `DELETE` open | embedded collector keeps only its run (3 foreign requests, 2 spans dropped and counted in the test); advertised: only the run's bearer token (runner span exporter + `StartSampling.otlp_headers`), others `UNAUTHENTICATED`; beyond loopback without `--collector-advertise`: exit 2; standalone JSON API: `GET /runs` = `{}` and `DELETE` = 401 without the token (generated 0600 file or `--token-file`) | `test_security_collector.py` |
+| collector spill unbounded, read-back loads a run whole | 200 MB in -> 183 MiB of spill files; 891 MiB RSS to read back 300 MB | 96 MB of spans into `--max-memory-mb 4 --max-spill-mb 16`: 15.0 MB on disk, RSS +13.8 MiB during the flood, +37 MiB after reading the run back (streamed from the spill file), 77 requests dropped and counted | `test_security_collector.py::test_a_flood_...` |
+| output files forced to 0644 | every file 0644 whatever the umask | under `umask 077`: every file 0600, the run folder 0700 | `test_security_runner.py::test_output_files_respect_the_umask` |
+| report CSP allows inline script | `script-src 'unsafe-inline'` | `script-src 'sha256-...'` of the page's one script (checked in chromium: the report's JS runs) | `unit/test_report_csp.py`, `test_report_browser.py` |
+| containers | compose `ollama` without the hardening block; collector spill into the `/tmp` tmpfs; `/cache`, `/results` mode 1777 | `ollama` read-only, `cap_drop: [ALL]`, `no-new-privileges`, tmpfs `/tmp`; spill in `/cache/collector-spill`; `/cache`, `/results` 2770 owned by 10001 | `test_security_deploy.py` |
+
+The exporter's control API (per-run secret, limits, `--otlp-allow`) and run folders as data
+(`--resume`, `publish`) are covered by their own tests (`test_exporter_*`, resume/publish tests).
+"""
 
 
 FINDINGS = """\
@@ -222,7 +246,7 @@ def render(
         ]
     if args.no_load:
         out += ["(load scenarios skipped: --no-load)", ""]
-    out += [FINDINGS]
+    out += [SECURITY, FINDINGS]
     return "\n".join(out) + "\n"
 
 

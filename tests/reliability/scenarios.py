@@ -331,4 +331,58 @@ SCENARIOS: list[Scenario] = [
         "no RSS/thread growth; summaries consistent",
         ("load:exporter",),
     ),
+    # -- security: trust boundaries (issue 13) ------------------------------------------------------------
+    Scenario(
+        "security",
+        "file tools without a root of their own",
+        "--enable-tools read_file with no --working-directory, cwd = the output folder holding a planted .env; a root containing the output folder, home or ~/.ssh, ~/.aws, ~/.config, ~/.cache/huggingface, the token file",
+        "exit 2, one line, no model request, no run folder",
+        (
+            I + "test_security_runner.py::test_file_tools_without_a_root_exit_2_and_read_nothing",
+            I + "test_security_runner.py::test_file_tools_with_the_output_folder_inside_the_root_exit_2",
+            U + "test_tool_root.py",
+        ),
+    ),
+    Scenario(
+        "security",
+        "secrets under names the redactor did not know",
+        "canaries in --model-args extra_headers={Authorization}, vertex_credentials={private_key}, --api-base http://user:pass@..., and DB_PASSWORD=... in a .env the model reads with read_file; --enable-otel --debug",
+        "absent from results.json, checkpoint.jsonl, traces.json, metadata.json (config, command), report.html, stdout and the --debug log",
+        (
+            I + "test_security_runner.py::test_canaries_in_headers_credentials_url_userinfo_and_a_read_file_reach_no_artefact",
+            U + "test_redact.py",
+        ),
+    ),
+    Scenario(
+        "security",
+        "collector: other runs, no token, the JSON API",
+        "OTLP for another run.id; calls without / with a wrong bearer token; GET /runs and DELETE without the token",
+        "foreign data dropped and counted; UNAUTHENTICATED; {} and 401; beyond loopback only with --collector-advertise (exit 2)",
+        (
+            I + "test_security_collector.py::test_data_for_another_run_is_dropped_and_counted",
+            I + "test_security_collector.py::test_a_collector_with_a_token_refuses_calls_without_it",
+            I + "test_security_collector.py::test_an_advertised_collector_takes_only_the_runs_token",
+            I + "test_security_collector.py::test_the_json_api_lists_and_deletes_only_with_the_token",
+            I + "test_security_collector.py::test_a_token_file_protects_the_otlp_port_too",
+            I + "test_security_collector.py::test_a_collector_beyond_loopback_needs_an_advertised_address",
+        ),
+    ),
+    Scenario(
+        "security",
+        "collector flood",
+        "96 MB of spans into smoltrace-collector --max-memory-mb 4 --max-spill-mb 16; RSS of the process (psutil) and the spill folder measured",
+        "spill disk <= 16 MB, RSS grows < 64 MiB, the excess dropped and counted, the run still reads back (streamed)",
+        (I + "test_security_collector.py::test_a_flood_stays_within_the_spill_bound_and_reads_back_streaming",),
+    ),
+    Scenario(
+        "security",
+        "file modes, report CSP, containers",
+        "a run under umask 077; the report's CSP against its inline script; compose ollama service, runner collector spill, runner image modes",
+        "files 0600, run folder 0700; script-src is the script's sha256 (no 'unsafe-inline'); ollama hardened, spill on /cache, nothing world-writable",
+        (
+            I + "test_security_runner.py::test_output_files_respect_the_umask",
+            U + "test_report_csp.py",
+            I + "test_security_deploy.py",
+        ),
+    ),
 ]
