@@ -408,7 +408,7 @@ def test_sigkill_at_a_point_then_resume(tmp_path: Path, runner_env: None, kill_a
         done_before = checkpoint_uids(run_dir)
         assert kill_after <= len(done_before) < n, done_before
         assert not (run_dir / "results.json").exists()
-        resumed = run_subprocess(["--resume", str(run_dir), "--quiet"], timeout=120)
+        resumed = run_subprocess(["--resume", str(run_dir), "--quiet", "--api-base", server.api_base], timeout=120)  # type: ignore[attr-defined]
     assert resumed.returncode == 0, resumed.stderr
     assert_no_traceback(resumed.stderr + first_err)
     rows = read_json(run_dir / "results.json")

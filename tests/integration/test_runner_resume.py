@@ -96,7 +96,9 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         assert 3 <= len(done_before) < len(uids), done_before
 
         requests_before = script.requests
-        resumed = run_subprocess(["--resume", str(run_dir), "--quiet"], timeout=90)
+        # what reaches the network (the server, the key) is given again: a folder never supplies it
+        resume_args = ["--resume", str(run_dir), "--quiet", "--api-base", server.api_base, "--model-args", f"api_key={KEY_SECRET}"]  # type: ignore[attr-defined]
+        resumed = run_subprocess(resume_args, timeout=90)
         requests_during_resume = script.requests - requests_before
 
     assert resumed.returncode == 0, resumed.stderr
@@ -163,7 +165,7 @@ def test_torn_checkpoint_line_is_ignored(openai_server, tmp_path: Path) -> None:
     (run_dir / "checkpoint.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][: len(lines[4]) // 2], "utf-8")
     (run_dir / "results.json").unlink()
     before = script.requests
-    again = run_main(["--resume", str(run_dir), "--quiet"], tmp_path / "ignored")
+    again = run_main(["--resume", str(run_dir), "--quiet", "--api-base", server.api_base], tmp_path / "ignored")
     assert again.rc == 0
     assert [r["test_case_uid"] for r in run.results] == uids
     assert script.requests - before == 2 * (len(uids) - 4)
@@ -211,7 +213,7 @@ def test_ctrl_c_keeps_finished_work_and_resume_completes(tmp_path: Path) -> None
         assert len(set(partial)) == len(partial)
         assert all(r["error_type"] != "interrupted" for r in read_json(run_dir / "results.json"))
 
-        resumed = run_subprocess(["--resume", str(run_dir), "--quiet"], timeout=90)
+        resumed = run_subprocess(["--resume", str(run_dir), "--quiet", "--api-base", server.api_base], timeout=90)  # type: ignore[attr-defined]
     assert resumed.returncode == 0, resumed.stderr
     assert [r["test_case_uid"] for r in read_json(run_dir / "results.json")] == uids
     assert read_json(run_dir / "metadata.json")["status"] == "completed"

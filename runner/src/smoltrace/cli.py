@@ -109,19 +109,15 @@ def publish_main(argv: Sequence[str]) -> int:
     parser.add_argument("run_dir", help="the run folder (with metadata.json and results.json)")
     parser.add_argument("--hf-token-file", help="read the token from this file (else $HF_TOKEN)")
     visibility = parser.add_mutually_exclusive_group()
-    visibility.add_argument(
-        "--private", dest="private", action="store_true", default=None, help="private datasets (default: as the run said)"
-    )
+    visibility.add_argument("--private", dest="private", action="store_true", default=None, help="private datasets (the default)")
     visibility.add_argument("--public", dest="private", action="store_false")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not (run_dir / "metadata.json").is_file() or not (run_dir / "results.json").is_file():
         error(f"{run_dir} is not a finished smoltrace run folder (metadata.json and results.json are needed)")
         return EXIT_INPUT
-    from .outputs import read_json
-
-    stored = read_json(run_dir / "metadata.json").get("config", {})
-    probe = EvalConfig(model="-", hf_token_file=args.hf_token_file or stored.get("hf_token_file"))
+    # the folder is data: the token file and the visibility come from this command line only
+    probe = EvalConfig(model="-", hf_token_file=args.hf_token_file)
     try:
         token = read_hf_token(probe)
     except ConfigError as err:
@@ -131,7 +127,7 @@ def publish_main(argv: Sequence[str]) -> int:
         error("publishing needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file")
         return EXIT_INPUT
     _quiet_libraries(False)
-    private = args.private if args.private is not None else bool(stored.get("private", True))
+    private = args.private if args.private is not None else True
     return publish_run(run_dir, token, private)
 
 
@@ -183,12 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.resume:
             from pathlib import Path
 
-            from .evaluate import resume_config
+            from .resume import resume_config
 
             run_dir = Path(config.resume)
             if not (run_dir / "metadata.json").is_file():
                 raise ConfigError(f"--resume {run_dir}: not a smoltrace run folder (no metadata.json)")
-            config = resume_config(run_dir, config)
+            config = resume_config(run_dir, config, argv)
         hf_token = read_hf_token(config)
         config = resolve_output_format(config, hf_token)
         if not config.resume:

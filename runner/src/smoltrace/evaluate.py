@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,7 @@ class Evaluation:
         todo = [e for e in executions if e.uid not in done]
         meta = self._metadata(task_set, started, run_dir, decision.enabled, decision.reason)
         meta["gpu_scope"] = gpu.report.scope
+        meta["segment_settings"] = self._segment_settings(run_dir)
         meta["status"] = "running"
         write_json_atomic(run_dir / METADATA, self.redactor.data(meta))
         self.shutdown.armed = True  # from here a signal stops the run and writes what is done
@@ -385,6 +386,29 @@ class Evaluation:
             self.console.print(summary_table(rows))
         return RunOutcome(run_dir, rows, interrupted, meta, stop)
 
+    def _segment_settings(self, run_dir: Path) -> list[dict[str, Any]]:
+        """How each process of the run ran (a --resume may change these, never what the run is)."""
+        cfg = self.config
+        previous: list[dict[str, Any]] = []
+        if cfg.resume:
+            try:
+                stored = read_json(run_dir / METADATA).get("segment_settings") or []
+                previous = [s for s in stored if isinstance(s, dict)]
+            except (OSError, ValueError, AttributeError):
+                previous = []
+        current = {
+            "index": len(previous),
+            "started_at": iso(utc_now()),
+            "resume": bool(cfg.resume),
+            "api_base": cfg.api_base,
+            "parallel_workers": cfg.parallel_workers,
+            "max_retries": cfg.max_retries,
+            "task_timeout": cfg.task_timeout,
+            "shutdown_grace": cfg.shutdown_grace,
+            "skip_preflight": cfg.skip_preflight,
+        }
+        return [*previous, current]
+
     def _already_complete(self, executions: list[Execution]) -> RunOutcome | None:
         """--resume of a run that completed: say so, run nothing, rewrite nothing."""
         cfg = self.config
@@ -484,32 +508,3 @@ def redact_arg(arg: str) -> str:
             except ValueError:
                 pass
     return arg
-
-
-def resume_config(run_dir: Path, cli: EvalConfig) -> EvalConfig:
-    """The stored config of a run folder, with this invocation's runtime knobs on top."""
-    meta = read_json(run_dir / METADATA)
-    stored = dict(meta["config"])
-    stored["enable_tools"] = tuple(stored.get("enable_tools") or ())
-    stored["additional_imports"] = tuple(stored.get("additional_imports") or ())
-    stored["shard"] = tuple(stored["shard"]) if stored.get("shard") else None
-    base = EvalConfig(**{k: v for k, v in stored.items() if k in EvalConfig.__dataclass_fields__})
-    if meta.get("dataset_revision"):  # the commit the run read, whatever branch or tag it was named by
-        base = replace(base, dataset_revision=meta["dataset_revision"])
-    if any(v == "[REDACTED]" for v in base.model_args.values()):
-        base = replace(base, model_args={k: v for k, v in base.model_args.items() if v != "[REDACTED]"} | cli.model_args)
-    return replace(
-        base,
-        resume=str(run_dir),
-        parallel_workers=cli.parallel_workers,
-        quiet=cli.quiet,
-        debug=cli.debug,
-        task_timeout=cli.task_timeout or base.task_timeout,
-        max_retries=cli.max_retries,
-        gpu_exporter=cli.gpu_exporter or base.gpu_exporter,
-        # where the GPUs are and how to reach the exporter come from this invocation, never the folder
-        gpus=cli.gpus,
-        gpu_exporter_token_file=cli.gpu_exporter_token_file,
-        gpu_exporter_tls_ca=cli.gpu_exporter_tls_ca,
-        hf_token_file=cli.hf_token_file or base.hf_token_file,
-    )

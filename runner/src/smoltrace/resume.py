@@ -1,0 +1,169 @@
+"""`--resume RUN_DIR`: a run folder is data, never configuration that reaches the network or widens
+execution.
+
+- What the run *is* (model, provider, agent type, dataset, revision, split, difficulty, limit,
+  shard, run id, max steps, seed, generation arguments, leaderboard labels) comes from the folder,
+  validated by the command line's own validator (`build_parser` + `config_from_args`): the stored
+  values are turned back into flags and parsed. A flag on this command line that says otherwise is
+  refused (exit 2, naming the flags): a resume cannot become another run.
+- How it *runs* (`--parallel-workers`, `--max-retries`, `--task-timeout`, `--shutdown-grace`,
+  `--skip-preflight`, tokens, exporter access, console flags) comes from this invocation only.
+- What reaches the network or widens execution (`--api-base`, `--additional-imports`,
+  `--enable-tools` and `--working-directory`, `--otlp-forward`, `--prompt-yml`, non-generation
+  `--model-args` such as headers or keys, token files, visibility, the exporter address) is never
+  read from the folder: when the run used one, this command line must give it again (exit 2 saying
+  which), else the default applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, EvalConfig, build_parser, config_from_args
+
+METADATA = "metadata.json"
+
+# dest -> flag: what the run is; read from the folder, never changed by a resume
+RUN_IDENTITY = {
+    "model": "--model",
+    "provider": "--provider",
+    "agent_type": "--agent-type",
+    "dataset_name": "--dataset-name",
+    "dataset_revision": "--dataset-revision",
+    "split": "--split",
+    "difficulty": "--difficulty",
+    "limit": "--limit",
+    "shard": "--shard",
+    "run_id": "--run-id",
+    "max_steps": "--max-steps",
+    "seed": "--seed",
+}
+LABELS = {"use_case": "--use-case", "team": "--team", "purpose": "--purpose", "suite_version": "--suite-version"}
+# dest -> flag: reaches the network or widens execution; only from this command line
+COMMAND_LINE_ONLY = {
+    "api_base": "--api-base",
+    "additional_imports": "--additional-imports",
+    "enable_tools": "--enable-tools",
+    "working_directory": "--working-directory",
+    "otlp_forward": "--otlp-forward",
+    "prompt_yml": "--prompt-yml",
+}
+# generation arguments a folder may carry (they change what the model says, not where it goes)
+GENERATION_ARGS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "max_tokens",
+        "max_new_tokens",
+        "max_completion_tokens",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "do_sample",
+        "num_ctx",
+        "stop",
+        "seed",
+        "reasoning_effort",
+    }
+)
+
+
+def explicit_dests(argv: Sequence[str]) -> set[str]:
+    """The settings this command line gives explicitly (not argparse defaults)."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse has no public way to ask "was this flag given"
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(list(argv))))
+
+
+def _flag_value(dest: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if dest == "shard":
+        if isinstance(value, dict):
+            value = [value.get("index"), value.get("count")]
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ConfigError(f"metadata.json: config.shard {value!r} is not [index, count]")
+        return [f"{value[0]}/{value[1]}"]
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"metadata.json: config.{dest} {value!r} is not a valid value")
+    return [str(value)]
+
+
+def stored_argv(stored: dict[str, Any]) -> list[str]:
+    """The run's identity as flags, `--flag=value` so that no stored value can read as a flag."""
+    argv: list[str] = []
+    for dest, flag in {**RUN_IDENTITY, **LABELS}.items():
+        for value in _flag_value(dest, stored.get(dest)):
+            argv.append(f"{flag}={value}")
+    args = stored.get("model_args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError("metadata.json: config.model_args is not a mapping")
+    generation = [f"{k}={json.dumps(v)}" for k, v in args.items() if k in GENERATION_ARGS]
+    if generation:
+        argv += ["--model-args", *generation]
+    return argv
+
+
+def _same(dest: str, a: Any, b: Any) -> bool:
+    if dest == "shard":
+        return (tuple(a) if a else None) == (tuple(b) if b else None)
+    return a == b
+
+
+def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalConfig:
+    """This invocation's config for resuming `run_dir` (see the module's rules)."""
+    try:
+        meta = json.loads((run_dir / METADATA).read_text("utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--resume {run_dir}: metadata.json cannot be read ({err})") from err
+    stored = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(stored, dict):
+        raise ConfigError(f"--resume {run_dir}: metadata.json has no config")
+    if isinstance(meta.get("dataset_revision"), str) and meta["dataset_revision"]:
+        stored = {**stored, "dataset_revision": meta["dataset_revision"]}  # the commit actually read
+    try:
+        base = config_from_args(build_parser().parse_args(stored_argv(stored)))
+    except (ConfigError, SystemExit) as err:
+        detail = str(err) if isinstance(err, ConfigError) else "a stored setting is not a valid flag value"
+        raise ConfigError(f"--resume {run_dir}: metadata.json does not describe a valid run ({detail})") from err
+
+    given = explicit_dests(argv)
+    changed = [RUN_IDENTITY[d] for d in RUN_IDENTITY if d in given and not _same(d, getattr(cli, d), getattr(base, d))]
+    if "model_args" in given:
+        changed += [
+            f"--model-args {k}"
+            for k, v in cli.model_args.items()
+            if k in GENERATION_ARGS and k in base.model_args and base.model_args[k] != v
+        ]
+    if changed:
+        raise ConfigError(
+            f"--resume {run_dir}: {', '.join(changed)} would change what the run is; "
+            "a resume continues the same run (start a new run instead, or drop these flags)"
+        )
+    needed = [flag for dest, flag in COMMAND_LINE_ONLY.items() if stored.get(dest) and dest not in given]
+    secret_or_routing = sorted(k for k in (stored.get("model_args") or {}) if k not in GENERATION_ARGS and k not in cli.model_args)
+    needed += [f"--model-args {k}=..." for k in secret_or_routing]
+    if needed:
+        raise ConfigError(
+            f"--resume {run_dir}: this run used {', '.join(needed)}; give them again on this command line "
+            "(a run folder never supplies settings that reach the network or widen execution)"
+        )
+    labels = {d: getattr(cli, d) if d in given else getattr(base, d) for d in LABELS}
+    output_format = cli.output_format or ("json" if stored.get("output_format") == "json" else "")
+    return replace(
+        cli,
+        **{d: getattr(base, d) for d in RUN_IDENTITY},
+        **labels,
+        model_args={**base.model_args, **cli.model_args},
+        output_format=output_format,
+        resume=str(run_dir),
+        enable_otel=cli.enable_otel or bool(stored.get("enable_otel")),
+    )
