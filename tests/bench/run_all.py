@@ -40,11 +40,22 @@ import psutil
 
 import smoltrace_gpu_exporter
 
-from . import bench_batching, bench_collector, bench_cpu, bench_roundtrip, bench_rss, bench_runner, bench_scrape, bench_vs_smoltrace
+from . import (
+    bench_batching,
+    bench_collector,
+    bench_cpu,
+    bench_nvml_timing,
+    bench_roundtrip,
+    bench_rss,
+    bench_runner,
+    bench_scrape,
+    bench_vs_smoltrace,
+)
 from ._harness import Result, exporter_command
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], Result]] = {
     bench_cpu.NAME: lambda a: bench_cpu.run(window_s=a.cpu_seconds),
+    bench_nvml_timing.NAME: lambda a: bench_nvml_timing.run(window_s=min(a.cpu_seconds, 10.0)),
     bench_scrape.NAME: lambda a: bench_scrape.run(scrapes=a.iterations),
     bench_roundtrip.NAME: lambda a: bench_roundtrip.run(iterations=a.iterations),
     bench_rss.NAME: lambda a: bench_rss.run(soak_s=a.soak_seconds),

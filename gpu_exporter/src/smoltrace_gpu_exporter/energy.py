@@ -71,21 +71,27 @@ class EnergyMeter:
     counter_at_start: bool | None = None  # was the counter readable at the first sample?
     counter_at_last: bool = False  # ... and at the latest one?
     integrated_joules: float = 0.0
+    since_counter_joules: float = 0.0  # integrated (and shared) energy since the last counter read
     _last_power: float | None = None
     _last_power_t: float | None = None
     _samples: int = field(default=0)
 
-    def add(self, t_seconds: float, power_watts: float | None, counter_joules: float | None, share: float = 1.0) -> None:
+    def add(
+        self, t_seconds: float, power_watts: float | None, counter_joules: float | None, share: float = 1.0, counter_read: bool = True
+    ) -> None:
         """One sample: monotonic time (s), power (W) and the energy counter (J), either may be None.
 
         `share` is the fraction of the device's energy since the previous sample charged to this
-        meter (1/k while k runs sample a shared device; a MIG instance's fraction of its parent)."""
+        meter (1/k while k runs sample a shared device; a MIG instance's fraction of its parent).
+        `counter_read` false: this sample did not try the counter (between the ~1 s counter reads)."""
         first = self._samples == 0
         self._samples += 1
         if first:
             self.counter_at_start = counter_joules is not None
-        self.counter_at_last = counter_joules is not None
+        if counter_read:
+            self.counter_at_last = counter_joules is not None
         if counter_joules is not None:
+            self.since_counter_joules = 0.0
             if self.counter_last is None:
                 self.counter_first = counter_joules
             elif counter_joules >= self.counter_last:
@@ -98,7 +104,10 @@ class EnergyMeter:
             if self._last_power is not None and self._last_power_t is not None:
                 dt = t_seconds - self._last_power_t
                 if dt > 0:
-                    self.integrated_joules += (self._last_power + power_watts) / 2.0 * dt * share
+                    step = (self._last_power + power_watts) / 2.0 * dt * share
+                    self.integrated_joules += step
+                    if counter_joules is None:
+                        self.since_counter_joules += step
             self._last_power = power_watts
             self._last_power_t = t_seconds
 
@@ -116,4 +125,6 @@ class EnergyMeter:
 
     @property
     def joules(self) -> float:
-        return self.counter_joules if self.uses_counter else self.integrated_joules
+        """Counter deltas (plus integrated power since the last counter read, an estimate the next
+        read replaces), else integrated power."""
+        return self.counter_joules + self.since_counter_joules if self.uses_counter else self.integrated_joules

@@ -205,8 +205,9 @@ class DeviceAccount:
     error: str = ""
     exclusive_seconds: float = 0.0  # of the run's window, time this run was the device's only user
     shared_seconds: float = 0.0  # ... and time it shared the device with other runs
+    reported_joules: float = 0.0  # the cumulative energy last sent to OTLP / WatchRun
 
-    def record(self, t: float, reading: DeviceReading, users: int = 1) -> None:
+    def record(self, t: float, reading: DeviceReading, users: int = 1, counter_read: bool = True) -> None:
         """One sweep's reading; `users` = how many runs sampled this device since the previous sweep
         (this one included): the interval's energy is split equally between them."""
         if reading.failed:
@@ -230,7 +231,7 @@ class DeviceAccount:
         ):
             if value is not None:
                 stats.add(float(value))
-        self.energy.add(t, reading.power_watts, reading.energy_counter_joules, share=1.0 / max(1, users))
+        self.energy.add(t, reading.power_watts, reading.energy_counter_joules, share=1.0 / max(1, users), counter_read=counter_read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +310,13 @@ class Run:
             account = self.accounts.get(reading.uuid)
             if account is None:
                 continue
-            account.record(t, reading, users.get(reading.uuid, 1) if users else 1)
+            account.record(t, reading, users.get(reading.uuid, 1) if users else 1, snapshot.energy_read)
             if reading.failed:
                 continue
-            readings.append((reading, account.energy.joules))
+            # cumulative energy for OTLP/WatchRun never goes down: an estimate between counter reads
+            # that ran ahead of the next read is held until the counter catches up
+            account.reported_joules = max(account.reported_joules, account.energy.joules)
+            readings.append((reading, account.reported_joules))
             if reading.utilization_percent is not None:
                 utilizations.append(reading.utilization_percent)
             if reading.memory_used_bytes is not None:
