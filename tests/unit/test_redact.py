@@ -90,3 +90,27 @@ def test_the_log_filter_redacts_every_logger_and_traceback(caplog: pytest.LogCap
         uninstall_log_redaction()
     assert "zqLOGsecret1" not in caplog.text and "zqTRACEBACK9" not in caplog.text
     assert caplog.text.count(REDACTED) >= 2
+
+
+def test_linear_name_value_search_matches_the_reference_pattern() -> None:
+    """NAME=value redaction runs in linear time (issue 15) with exactly the reference pattern's result."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from smoltrace.redact import _PATTERNS, NAME_VALUE_REFERENCE
+
+    pattern, replacement, _, _ = _PATTERNS[3]
+    piece = st.sampled_from(
+        [
+            *("token", "api_key", "x-api-key", "Password", "pwd", "credential", "AUTHORIZATION", "foo", "a_", ".", "-", "key"),
+            *("=", ":", " ", '"', "'", ",", ";", "}", "&", "\n", "abcdefgh", "12345", "xyz", "é", "K"),
+        ]
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(piece, max_size=30))
+    def check(parts: list[str]) -> None:
+        text = "".join(parts)
+        assert pattern.sub(replacement, text) == NAME_VALUE_REFERENCE.sub(r"\1" + REDACTED, text)
+
+    check()

@@ -41,8 +41,21 @@ _SECRET_NAMES = frozenset({"api_key", "x-api-key", "private_key", "client_secret
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 _NAME = r"[A-Za-z0-9_.-]*(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)"
+NAME_VALUE_REFERENCE = re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_NAME})[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}}&]{{6,}}")
+_CANDIDATE = re.compile(r"(?i)(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;}&]{6,})")
+_SECRET_END = re.compile(r"(?i)(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)\Z")
+
+
+def _name_value(match: re.Match[str]) -> str:
+    name, separator, value = match.groups()
+    if _SECRET_END.search(name):
+        return name + separator + REDACTED
+    # not a secret name: the value may itself hold NAME=value (`a=token=...`)
+    return name + separator + _CANDIDATE.sub(_name_value, value)
+
+
 # (pattern, replacement, needles: one of them occurs in any match (in the casefolded text if fold))
-_PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...], bool], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool], ...] = (
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"), r"\1" + REDACTED + "@", ("://",), False),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED, ("bearer",), True),
     (
@@ -52,8 +65,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...], bool], ...] = (
         True,
     ),
     (
-        re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_NAME})[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}}&]{{6,}}"),
-        r"\1" + REDACTED,
+        # NAME=value, NAME: "value": the same matches as the single pattern
+        # `(?<![A-Za-z0-9])(NAME sep)value{6,}` (kept as NAME_VALUE_REFERENCE for the tests), found
+        # in linear time: every run of name characters followed by a separator and a value is a
+        # candidate, and the replacement decides whether the run ends with a secret name
+        _CANDIDATE,
+        _name_value,
         ("key", "token", "secret", "passw", "pwd", "author", "credential"),
         True,
     ),
