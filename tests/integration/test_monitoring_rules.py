@@ -195,6 +195,8 @@ def test_alerts_fire_on_series_from_a_real_scrape(scraped: list[Series], tmp_pat
             fault = _values(s.value, s.value, s.value + 50, s.value + 120)
         elif s.name == "smoltrace_gpu_exporter_runs_expired_total":
             fault = _values(s.value, s.value, s.value + 1)
+        elif s.name == "smoltrace_gpu_energy_joules_total":  # 6 kJ a minute: 100 W (exact in binary)
+            held = fault = " ".join(repr(float(round(s.value) + 6000 * i)) for i in range(15))
         elif s.name.endswith("_total"):  # counters keep growing at their scraped value per minute
             held = fault = " ".join(repr(s.value * (1 + i)) for i in range(15))
         healthy.append({"series": _selector(s), "values": held})
@@ -218,14 +220,12 @@ def test_alerts_fire_on_series_from_a_real_scrape(scraped: list[Series], tmp_pat
                 "interval": "1m",
                 "input_series": healthy,
                 "alert_rule_test": [{"eval_time": "10m", "alertname": name, "exp_alerts": []} for name in ALERTS],
-                # the energy counter grows by its scraped value each minute: the rate is that per 60 s
+                # the energy counter grows 6000 J a minute: the recorded rate is the mean power, 100 W
                 "promql_expr_test": [
                     {
                         "expr": f'smoltrace:gpu_energy_joules:rate5m{{gpu="0",instance="{INSTANCE}"}}',
                         "eval_time": "10m",
-                        "exp_samples": [
-                            {"labels": _selector_labels("smoltrace:gpu_energy_joules:rate5m", energy_labels), "value": energy.value / 60}
-                        ],
+                        "exp_samples": [{"labels": _selector_labels("smoltrace:gpu_energy_joules:rate5m", energy_labels), "value": 100.0}],
                     }
                 ],
             },
