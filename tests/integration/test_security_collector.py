@@ -182,3 +182,49 @@ def test_a_collector_beyond_loopback_needs_an_advertised_address(address: str, t
     run = run_main(["--model", "openai/fake", "--enable-otel", "--collector-address", address], tmp_path / "out")
     assert run.rc == 2 and "--collector-advertise" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_given_spill_folder_is_left_empty(tmp_path: Path, runner_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--collector-spill-dir (compose: /cache/collector-spill) outlives the run: its spill files go."""
+    spill = tmp_path / "spill"
+    spy = CollectorSpy()
+    monkeypatch.setattr(smoltrace.telemetry_session, "Collector", spy.cls)
+    monkeypatch.setattr(spy.cls, "__init__", _small_memory(spy.cls.__init__))  # spill at once
+    with FakeOpenAIServer(standard_script()) as server:
+        run = run_main(
+            [
+                "--model",
+                "openai/fake",
+                "--api-base",
+                server.api_base,  # type: ignore[attr-defined]
+                "--limit",
+                "1",
+                "--agent-type",
+                "tool",
+                "--enable-otel",
+                "--quiet",
+                "--output-format",
+                "json",
+                "--collector-spill-dir",
+                str(spill),
+            ],
+            tmp_path / "out",
+        )
+    assert run.rc == 0, run.stderr
+    assert spy.only.store.stats.spills > 0, "the run did spill"
+    assert run.results[0]["trace_id"] and read_traces(run.run_dir), "and its traces were read back"
+    assert spill.is_dir() and list(spill.iterdir()) == []
+
+
+def _small_memory(init: Any) -> Any:
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["max_memory_bytes"] = 1024
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+def read_traces(run_dir: Path) -> list[Any]:
+    import json
+
+    return json.loads((run_dir / "traces.json").read_text("utf-8"))

@@ -52,7 +52,7 @@ class RunTelemetrySession:
                 forward_url=cfg.otlp_forward,
                 forward_protocol=cfg.otlp_forward_protocol,
                 max_spill_bytes=cfg.max_spill_mb * 1024 * 1024,
-                spill_dir=Path(cfg.collector_spill_dir) / cfg.run_id.replace("/", "_") if cfg.collector_spill_dir else None,
+                spill_dir=self._spill_dir(),
                 token=self.token,
                 accept_run_ids=(cfg.run_id,),
             ).start()
@@ -68,6 +68,11 @@ class RunTelemetrySession:
         }
         if cfg.enable_otel:
             self._start_tracing()
+
+    def _spill_dir(self) -> Path | None:
+        """The run's own folder under --collector-spill-dir (None: a temporary folder, removed at stop)."""
+        cfg = self.config
+        return Path(cfg.collector_spill_dir) / cfg.run_id.replace("/", "_") if cfg.collector_spill_dir else None
 
     @property
     def otlp_headers(self) -> dict[str, str] | None:
@@ -136,5 +141,10 @@ class RunTelemetrySession:
         finally:
             try:
                 self.collector.stop(grace=0.5)
+                spill = self._spill_dir()
+                if spill is not None:  # a given --collector-spill-dir outlives the process: leave nothing there
+                    self.collector.store.drop(cfg.run_id)
+                    if spill.is_dir() and not any(spill.iterdir()):
+                        spill.rmdir()
             except Exception:
                 log.debug("collector stop failed", exc_info=True)
