@@ -36,6 +36,7 @@ def test_parse_shard() -> None:
             parse_shard(bad)
 
 
+@pytest.mark.timeout(360)  # five CLI processes; slow on a loaded 2-core machine
 def test_shards_merge_into_the_unsharded_run(tmp_path: Path, runner_env: None) -> None:
     server = FakeOpenAIServer(script()).start()
     try:
@@ -97,7 +98,21 @@ def test_shards_merge_into_the_unsharded_run(tmp_path: Path, runner_env: None) -
         timeout=60,
         check=False,
     )
-    assert partial.returncode == 2 and "shards missing: [2]" in partial.stdout
+    assert partial.returncode == 2 and "shards missing: [2]" in partial.stderr, partial.stdout + partial.stderr
+    assert "nothing written" in partial.stderr and not (tmp_path / "partial").exists()
+    allowed = subprocess.run(
+        [*cli_command(), "merge", str(tmp_path / "partial"), *map(str, shard_dirs[:2]), "--allow-partial"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    meta = read_json(tmp_path / "partial" / "metadata.json")
+    assert meta["status"] == "partial" and meta["partial"]["missing_shards"] == [2]
+    assert read_json(tmp_path / "partial" / "leaderboard_row.json")["status"] == "partial"
+    assert "Partial run (merged with --allow-partial)" in (tmp_path / "partial" / "report.html").read_text("utf-8")
     with pytest.raises(MergeError, match="given twice"):
         merge_runs(tmp_path / "twice", [shard_dirs[0], shard_dirs[0]])
     with pytest.raises(MergeError, match="shard count"):  # an unsharded folder of the same run id

@@ -75,15 +75,17 @@ def resolve_output_format(config: EvalConfig, hf_token: str | None) -> EvalConfi
 
 def publish_run(run_dir: Path, token: str, private: bool, user: str | None = None) -> int:
     """Publish a run folder; prints the datasets, or why not and how to retry."""
-    from .hub import HubPublisher, PublishError
+    from .hub import HubPublisher, describe_failure
     from .outputs import METADATA, read_json, write_json_atomic
 
     try:
         report = HubPublisher(token, private=private).publish(run_dir, user)
-    except PublishError as err:
-        error(f"publishing to the Hub failed: {err}")
+    except Exception as err:  # every Hub failure is one line (the files stay as they are)
+        logging.getLogger(__name__).debug("publishing failed", exc_info=True)
+        what, bad_token = describe_failure(err)
+        error(f"publishing to the Hub failed: {what}")
         print(f"The local results are complete in {run_dir}; publish them later with:  smoltrace-eval publish {run_dir}", flush=True)
-        return EXIT_PUBLISH_FAILED
+        return EXIT_INPUT if bad_token else EXIT_PUBLISH_FAILED
     write_json_atomic(run_dir / "publish.json", report.as_dict())
     try:
         meta = read_json(run_dir / METADATA)
@@ -140,11 +142,16 @@ def merge_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("out_dir", help="the merged run folder to write")
     parser.add_argument("shard_dirs", nargs="+", help="the shards' run folders")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even when shards are missing or did not complete; the run is marked partial (metadata, leaderboard status, report)",
+    )
     args = parser.parse_args(argv)
     from .merge import MergeError, merge_runs
 
     try:
-        out = merge_runs(Path(args.out_dir), [Path(d) for d in args.shard_dirs])
+        out = merge_runs(Path(args.out_dir), [Path(d) for d in args.shard_dirs], allow_partial=args.allow_partial)
     except MergeError as err:
         error(str(err))
         return EXIT_INPUT
@@ -152,9 +159,8 @@ def merge_main(argv: Sequence[str]) -> int:
 
     meta = read_json(out / "metadata.json")
     print(f"Merged {len(args.shard_dirs)} shard(s) into {out} ({meta.get('passed')}/{meta.get('num_results')} passed)", flush=True)
-    if meta.get("missing_shards"):
-        print(f"[WARN] shards missing: {meta['missing_shards']}", flush=True)
-        return EXIT_INPUT
+    if meta.get("partial"):
+        print(f"[WARN] partial run (--allow-partial): {meta['partial']}", flush=True)
     return EXIT_OK
 
 

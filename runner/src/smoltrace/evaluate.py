@@ -341,6 +341,7 @@ class Evaluation:
         interrupted = executor.interrupted
         stop = self.shutdown.reason if interrupted else None
         finished = utc_now()
+        status = stop.status if stop else "interrupted" if interrupted else "completed"
         write_json_atomic(run_dir / RESULTS, rows)
         write_json_atomic(run_dir / TRACES, self.redactor.data(collected.traces))
         write_json_atomic(run_dir / METRICS, collected.metrics_json or {"run_id": cfg.run_id, "resourceMetrics": []})
@@ -361,10 +362,11 @@ class Evaluation:
             },
             gpu_summary=gpu_report.summary,
             timestamp=finished,
+            status=status,
         )
         write_json_atomic(run_dir / LEADERBOARD_ROW, board)
         meta.update(
-            status=stop.status if stop else "interrupted" if interrupted else "completed",
+            status=status,
             stop_reason=stop.as_dict() if stop else None,
             finished_at=iso(finished),
             num_results=len(rows),

@@ -169,6 +169,7 @@ LEADERBOARD_SCHEMA = pa.schema(
         ("gpu_temperature_max", pa.float64()),
         ("gpu_power_avg_w", pa.float64()),
         ("notes", pa.string()),
+        ("status", pa.string()),
     ]
 )
 
@@ -242,6 +243,36 @@ def dataset_names(user: str, timestamp: str) -> dict[str, str]:
 def _status(err: BaseException) -> int | None:
     response = getattr(err, "response", None)
     return getattr(response, "status_code", None)
+
+
+def describe_failure(err: BaseException) -> tuple[str, bool]:
+    """One line for a failed Hub call (any exception, its causes included) and whether the token
+    itself was refused (401): unreachable, 403, 404, 409, 5xx each say what happened."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    status = next((s for s in (_status(e) for e in chain) if isinstance(s, int)), None)
+    first = (str(chain[-1]).strip().splitlines() or [type(chain[-1]).__name__])[0][:200]
+    if status == 401:
+        return "the Hub refused the token (HTTP 401): set HF_TOKEN or --hf-token-file to a valid write token", True
+    if status == 403:
+        return f"the Hub refused the write (HTTP 403: {first}); check the token's write access to the namespace", False
+    if status == 404:
+        return f"the Hub answered 404 Not Found ({first})", False
+    if status == 409:
+        return f"the Hub reported a conflict (HTTP 409: {first})", False
+    if status is not None and status >= 500:
+        return f"the Hub failed (HTTP {status}) after the retries", False
+    if status is not None:
+        return f"the Hub answered HTTP {status} ({first})", False
+    names = {type(e).__name__ for e in chain}
+    if names & {"ConnectError", "ConnectTimeout", "ConnectionError", "ConnectionRefusedError", "gaierror", "OfflineModeIsEnabled"}:
+        return f"the Hub is unreachable ({type(chain[-1]).__name__}: {first})", False
+    if names & {"ReadTimeout", "Timeout", "TimeoutException", "TimeoutError"}:
+        return "the Hub did not answer in time", False
+    return f"{type(err).__name__}: {first}", False
 
 
 def _retry_after(err: BaseException) -> float | None:

@@ -85,7 +85,9 @@ def combine_gpu_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, A
     return out
 
 
-def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> Path:
+def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], allow_partial: bool = False) -> Path:
+    """Merge; a missing shard or one that did not complete writes nothing (MergeError) unless
+    `allow_partial`, which marks the merged run partial (metadata, leaderboard status, report)."""
     if not shard_dirs:
         raise MergeError("no shard folders given")
     shards = [_load(Path(d)) for d in shard_dirs]
@@ -102,6 +104,13 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> Path:
         raise MergeError(f"a shard is given twice (indices {indices})")
     (count,) = counts
     missing = sorted(set(range(count)) - set(indices)) if isinstance(count, int) else []
+    unfinished = [f"{s['dir']} ({s['meta'].get('status') or 'unknown'})" for s in shards if s["meta"].get("status") != "completed"]
+    partial = bool(missing or unfinished)
+    if partial and not allow_partial:
+        problems = ([f"shards missing: {missing}"] if missing else []) + ([f"not completed: {', '.join(unfinished)}"] if unfinished else [])
+        raise MergeError(
+            f"{'; '.join(problems)}; nothing written (resume or rerun those shards, or merge with --allow-partial to mark the run partial)"
+        )
 
     rows = order_rows([row for s in shards for row in s["results"]])
     traces = sorted((doc for s in shards for doc in s["traces"]), key=lambda d: (d.get("start_time", 0), d.get("trace_id", "")))
@@ -120,7 +129,8 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> Path:
         config=config,
         shard=None,
         run_dir=str(out_dir),
-        status="completed" if not missing and all(s["meta"].get("status") == "completed" for s in shards) else "incomplete",
+        status="partial" if partial else "completed",
+        partial={"missing_shards": missing, "not_completed": unfinished} if partial else None,
         started_at=min(str(s["meta"].get("started_at", "")) for s in shards),
         finished_at=iso(finished),
         num_results=len(rows),
@@ -154,6 +164,7 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> Path:
         },
         gpu_summary=gpu,
         timestamp=finished,
+        status="partial" if partial else "completed",
     )
     write_json_atomic(out_dir / LEADERBOARD_ROW, board)
     write_json_atomic(out_dir / METADATA, meta)

@@ -175,6 +175,7 @@ def leaderboard_row(
     datasets: Mapping[str, str],
     gpu_summary: Mapping[str, Any] | None,
     timestamp: datetime,
+    status: str = "completed",
 ) -> dict[str, Any]:
     total = len(rows)
     passed = sum(1 for r in rows if r.get("success"))
@@ -222,6 +223,7 @@ def leaderboard_row(
         "gpu_temperature_max": _stat(gpu_summary, "temperature_celsius", "max"),
         "gpu_power_avg_w": _stat(gpu_summary, "power_watts", "avg"),
         "notes": f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
+        "status": status,  # completed, interrupted, failed, partial (a merge of some shards, --allow-partial)
     }
 
 

@@ -161,6 +161,8 @@ def _status(data: RunData) -> tuple[str, str]:
         return "completed", "ok"
     if status == "interrupted":
         return "interrupted", "warn"
+    if status == "partial":
+        return "partial", "bad"
     if status == "running":
         return "did not finish", "bad"
     if not data.metadata:
@@ -231,6 +233,15 @@ def _notices(data: RunData) -> list[tuple[str, str]]:
     status = md.get("status")
     planned = num(md.get("num_planned"))
     done = len(data.rows)
+    if status == "partial":
+        part = md.get("partial") or {}
+        notes.append(
+            (
+                "bad",
+                f"Partial run (merged with --allow-partial): shards missing {part.get('missing_shards') or []}, "
+                f"not completed {part.get('not_completed') or []}. The numbers below cover the shards present only.",
+            )
+        )
     if status == "interrupted":
         of = f" of {int(planned):,} planned" if planned is not None else ""
         notes.append(("warn", f"The run was interrupted: {done:,}{of} task executions finished. The numbers below cover those only."))
