@@ -240,6 +240,7 @@ def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, re
     from rich.console import Console
 
     from .agents import PromptConfigError
+    from .budget import BudgetError
     from .evaluate import Evaluation, NothingToRunError
     from .gpu_scope import GpuScopeError
     from .models import ModelSetupError
@@ -252,7 +253,7 @@ def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, re
     except DatasetError as err:
         error(err.render())
         return EXIT_INPUT
-    except (PromptConfigError, GpuScopeError, NothingToRunError) as err:
+    except (PromptConfigError, GpuScopeError, NothingToRunError, BudgetError) as err:
         error(str(err))
         return EXIT_INPUT
     except ModelSetupError as err:
@@ -274,7 +275,15 @@ def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, re
         print(f"Report:  {outcome.run_dir / 'report.html'}", flush=True)
     if outcome.stop is not None and outcome.stop.kind != "signal":
         error(f"run stopped: {outcome.stop.detail}; nothing was published")
-        print(f"Fix the cause, then continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
+        budget = outcome.metadata.get("budget") or {}
+        if budget.get("flag"):
+            print(
+                f"No new task was started once the budget was reached; the running ones finished. Continue with a higher budget:"
+                f"  smoltrace-eval --resume {outcome.run_dir} {budget['flag']} <more than {budget['limit']:g}>",
+                flush=True,
+            )
+        else:
+            print(f"Fix the cause, then continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
         return outcome.stop.exit_code
     if outcome.interrupted:
         print(f"Interrupted: continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)

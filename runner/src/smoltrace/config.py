@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
 import os
 import re
 import uuid
@@ -94,6 +95,10 @@ class EvalConfig:
     hf_token_file: str | None = None
     skip_preflight: bool = False
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_S
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_energy_j: float | None = None
+    max_co2_g: float | None = None
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting, secrets redacted (for metadata.json and logs): secret-named model args
@@ -270,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--otlp-forward-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="protocol for --otlp-forward (default grpc)"
     )
+    b = p.add_argument_group("budgets (stop starting new tasks once the run has spent this much; exit 5; --resume with a higher one)")
+    b.add_argument("--max-tokens", type=int, metavar="N", help="prompt + completion tokens of the whole run")
+    b.add_argument("--max-cost-usd", type=float, metavar="USD", help="model API cost of the whole run (litellm prices)")
+    b.add_argument("--max-energy-j", type=float, metavar="J", help="GPU energy of the whole run (needs GPU metrics)")
+    b.add_argument("--max-co2-g", type=float, metavar="G", help="CO2 of the whole run in grams (needs GPU metrics)")
     o = p.add_argument_group("outputs")
     o.add_argument(
         "--output-format",
@@ -349,6 +359,14 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     for module in args.additional_imports or ():
         if not re.fullmatch(r"[A-Za-z_][\w.]*(\.\*)?", module):
             raise ConfigError(f"--additional-imports: {module!r} is not a module name")
+    for flag, value in (
+        ("--max-tokens", args.max_tokens),
+        ("--max-cost-usd", args.max_cost_usd),
+        ("--max-energy-j", args.max_energy_j),
+        ("--max-co2-g", args.max_co2_g),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag} must be a positive number, got {value}")
     return EvalConfig(
         model=(args.model or "").strip(),
         provider=args.provider,
@@ -398,6 +416,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         hf_token_file=args.hf_token_file,
         skip_preflight=args.skip_preflight,
         shutdown_grace=args.shutdown_grace,
+        max_tokens=args.max_tokens,
+        max_cost_usd=args.max_cost_usd,
+        max_energy_j=args.max_energy_j,
+        max_co2_g=args.max_co2_g,
     )
 
 

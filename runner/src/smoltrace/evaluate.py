@@ -22,6 +22,8 @@ from rich.console import Console
 
 from . import __version__
 from .agents import AgentSettings, PromptConfig, load_prompt_config
+from .budget import EXIT_BUDGET, BudgetTracker, budgets_of, check_enforceable, prior_spend
+from .budget import STATUS as BUDGET_STATUS
 from .config import EvalConfig, run_redactor
 from .executor import Execution, Executor, TaskResult
 from .gpu import ExporterAccess, GpuSession, decide, otel_console_line
@@ -176,6 +178,7 @@ class Evaluation:
         complete = self._already_complete(executions)
         if complete is not None:
             return complete
+        self._check_budgets()
         spec = ModelSpec(
             cfg.provider,
             cfg.model,
@@ -207,6 +210,17 @@ class Evaluation:
             return self._run(task_set, executions, prompt, spec, target, model, decision, gpu, started)
         finally:
             gpu.stop()  # every exit path: the summary is kept (Ctrl-C included), then the local exporter goes
+
+    def _check_budgets(self) -> None:
+        """Budgets this run could not enforce are refused before anything runs (BudgetError)."""
+        from .costs import cost_source
+
+        cfg = self.config
+        budgets = budgets_of(cfg)
+        if budgets:
+            decision = decide(cfg.provider, cfg.disable_gpu_metrics, cfg.enable_gpu_metrics)
+            priced = cost_source(cfg.provider, cfg.model) != "unknown"
+            check_enforceable(budgets, gpu_metrics=decision.enabled, gpu_reason=decision.reason, cost_priced=priced, model=cfg.model)
 
     def _gpu_session(self, decision: Any) -> GpuSession:
         cfg = self.config
@@ -261,6 +275,7 @@ class Evaluation:
     ) -> RunOutcome:
         cfg = self.config
         run_dir, done_rows, started = self._run_dir(started)
+        previous_meta = self._previous_metadata(run_dir)
         checkpoint = Checkpoint(run_dir)
         done = {r["test_case_uid"] for r in done_rows}
         todo = [e for e in executions if e.uid not in done]
@@ -308,6 +323,11 @@ class Evaluation:
         progress = RunProgress(self.console, len(todo), enabled=not cfg.quiet)
         new_rows: list[dict[str, Any]] = []
         auth_burst = AuthErrorBurst()
+        budget = BudgetTracker(budgets_of(cfg), prior=prior_spend(done_rows, previous_meta), live_gpu=gpu.live)
+        if any(b.kind.kind in ("energy_j", "co2_g") for b in budget.budgets) and not gpu.report.gpu_available:
+            why = gpu.report.warning or "the exporter measures no GPU for this run"
+            self.shutdown.request(StopReason("budget", f"energy/CO2 budgets need GPU metrics, and there are none ({why})", "failed", 2))
+        self._check_spend(budget)
 
         def on_result(result: TaskResult) -> None:
             row = self.redactor.data(result_row(result, cfg.model, cfg.run_id, cfg.provider))
@@ -323,6 +343,8 @@ class Evaluation:
                         3,
                     )
                 )
+            budget.add(row)
+            self._check_spend(budget)
 
         active_start = time.perf_counter()
         startup_s = active_start - self.process_t0
@@ -365,9 +387,12 @@ class Evaluation:
             status=status,
         )
         write_json_atomic(run_dir / LEADERBOARD_ROW, board)
+        spend = budget.final_spend(rows, gpu_report.summary)
         meta.update(
             status=status,
             stop_reason=stop.as_dict() if stop else None,
+            spend=spend.as_dict(),
+            budget=budget.report(spend) if stop is not None and stop.status == BUDGET_STATUS else None,
             finished_at=iso(finished),
             num_results=len(rows),
             num_planned=len(executions),
@@ -410,6 +435,23 @@ class Evaluation:
             "skip_preflight": cfg.skip_preflight,
         }
         return [*previous, current]
+
+    def _check_spend(self, budget: BudgetTracker) -> None:
+        """The first budget the run's spend has reached stops dispatch; running executions finish."""
+        hit = budget.exhausted()
+        if hit is not None and self.shutdown.request(
+            StopReason("budget", hit.describe(), BUDGET_STATUS, EXIT_BUDGET, wait_for_running=True)
+        ):
+            budget.hit = hit
+
+    def _previous_metadata(self, run_dir: Path) -> dict[str, Any] | None:
+        if not self.config.resume:
+            return None
+        try:
+            previous = read_json(run_dir / METADATA)
+        except (OSError, ValueError):
+            return None
+        return previous if isinstance(previous, dict) else None
 
     def _already_complete(self, executions: list[Execution]) -> RunOutcome | None:
         """--resume of a run that completed: say so, run nothing, rewrite nothing."""

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -294,7 +295,19 @@ class Executor:
             self.interrupted = True
             return results
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="smoltrace-task")
-        pending: set[Future[TaskResult]] = {pool.submit(self._one, e) for e in executions}
+        queue = iter(executions)
+        pending: set[Future[TaskResult]] = set()
+
+        def dispatch() -> None:
+            # Only as many as there are workers: the next execution starts from here, after the
+            # results before it were reported, so a stop requested in on_result starts nothing new.
+            while len(pending) < self.workers and not shutdown.requested.is_set():
+                execution = next(queue, None)
+                if execution is None:
+                    return
+                pending.add(pool.submit(self._one, execution))
+
+        dispatch()
         grace_until: float | None = None
         give_up_at: float | None = None
         try:
@@ -303,9 +316,10 @@ class Executor:
                 if shutdown.requested.is_set() and grace_until is None:
                     self.interrupted = True
                     for future in pending:
-                        future.cancel()  # not started yet: never will be
+                        future.cancel()  # not started yet (a worker is about to take it): never will be
                     pending = {f for f in pending if not f.cancelled()}
-                    grace_until = now + shutdown.grace_s
+                    wait_all = shutdown.reason is not None and shutdown.reason.wait_for_running
+                    grace_until = math.inf if wait_all else now + shutdown.grace_s
                 if grace_until is not None and give_up_at is None and (now >= grace_until or shutdown.hurry.is_set()):
                     self._interrupt_running()
                     give_up_at = now + INTERRUPT_WAIT_S
@@ -321,6 +335,9 @@ class Executor:
                         continue  # cut short: it runs again on --resume
                     results.append(result)
                     on_result(result)
+                dispatch()
+            if shutdown.requested.is_set() and next(queue, None) is not None:
+                self.interrupted = True  # stopped between two executions: the rest never started
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return results

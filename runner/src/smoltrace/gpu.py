@@ -332,6 +332,8 @@ class GpuSession:
     @property
     def local_pid(self) -> int | None:
         return self._local.pid if self._local is not None else None
+        self._carbon_g_per_kwh = 0.0
+        self._pue = 1.0
 
     def _warn(self, message: str) -> None:
         self.report.warning = message
@@ -486,6 +488,8 @@ class GpuSession:
             return
         self._started = True
         self._secret = getattr(reply, "run_secret", "") or ""
+        self._carbon_g_per_kwh = reply.carbon_intensity_g_per_kwh
+        self._pue = reply.pue or 1.0
         self.report.gpu_available = reply.gpu_available
         self.report.devices = [
             {"index": d.index, "uuid": d.uuid, "name": d.name, "memory_total_bytes": d.memory_total_bytes} for d in reply.devices
@@ -506,6 +510,23 @@ class GpuSession:
                 )
             except Exception as err:  # noqa: BLE001 - keep trying; the stop will tell
                 log.warning("GPU exporter heartbeat failed: %s", _describe(err, self._address))
+
+    def live(self) -> tuple[float, float] | None:
+        """(energy J, CO2 g) of this run so far, from the exporter's live state (GetRun); None
+        when sampling is not on or the exporter does not answer."""
+        if not self._started or not self.report.gpu_available:
+            return None
+        try:
+            from smoltrace_proto import pb
+
+            state = self._stub.GetRun(
+                _with_secret(pb.GetRunRequest, self._secret, run_id=self.run_id), timeout=self._timeout, metadata=self._metadata
+            )
+        except Exception as err:  # noqa: BLE001 - a budget check never fails the run
+            log.warning("GPU exporter GetRun failed: %s", _describe(err, self._address))
+            return None
+        energy = float(state.energy_joules)
+        return energy, energy / 3.6e6 * self._carbon_g_per_kwh * self._pue
 
     def stop(self) -> GpuSessionReport:
         """Stop sampling (keeping the summary), then the local exporter. Idempotent; every exit path

@@ -8,6 +8,8 @@ execution.
   refused (exit 2, naming the flags): a resume cannot become another run.
 - How it *runs* (`--parallel-workers`, `--max-retries`, `--task-timeout`, `--shutdown-grace`,
   `--skip-preflight`, tokens, exporter access, console flags) comes from this invocation only.
+- Budgets (`--max-tokens`, `--max-cost-usd`, `--max-energy-j`, `--max-co2-g`) only narrow a run:
+  the folder's are kept (checked like the flags) unless this command line gives new ones.
 - What reaches the network or widens execution (`--api-base`, `--additional-imports`,
   `--enable-tools` and `--working-directory`, `--otlp-forward`, `--prompt-yml`, non-generation
   `--model-args` such as headers or keys, token files, visibility, the exporter address) is never
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +46,7 @@ RUN_IDENTITY = {
     "max_steps": "--max-steps",
     "seed": "--seed",
 }
+BUDGETS = {"max_tokens": "--max-tokens", "max_cost_usd": "--max-cost-usd", "max_energy_j": "--max-energy-j", "max_co2_g": "--max-co2-g"}
 LABELS = {"use_case": "--use-case", "team": "--team", "purpose": "--purpose", "suite_version": "--suite-version"}
 # dest -> flag: reaches the network or widens execution; only from this command line
 COMMAND_LINE_ONLY = {
@@ -118,6 +122,14 @@ def _same(dest: str, a: Any, b: Any) -> bool:
     return a == b
 
 
+def _stored_budget(run_dir: Path, dest: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--resume {run_dir}: metadata.json config.{dest} {value!r} is not a positive number")
+    return int(value) if dest == "max_tokens" else float(value)
+
+
 def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalConfig:
     """This invocation's config for resuming `run_dir` (see the module's rules)."""
     try:
@@ -157,11 +169,13 @@ def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalCo
             "(a run folder never supplies settings that reach the network or widen execution)"
         )
     labels = {d: getattr(cli, d) if d in given else getattr(base, d) for d in LABELS}
+    budgets = {d: getattr(cli, d) if d in given else _stored_budget(run_dir, d, stored.get(d)) for d in BUDGETS}
     output_format = cli.output_format or ("json" if stored.get("output_format") == "json" else "")
     return replace(
         cli,
         **{d: getattr(base, d) for d in RUN_IDENTITY},
         **labels,
+        **budgets,
         model_args={**base.model_args, **cli.model_args},
         output_format=output_format,
         resume=str(run_dir),

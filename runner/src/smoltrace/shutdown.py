@@ -31,6 +31,7 @@ class StopReason:
     status: str  # metadata status: interrupted, failed, budget_exhausted
     exit_code: int
     signal_name: str | None = None
+    wait_for_running: bool = False  # a budget: running executions finish (no grace limit, no interrupt)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "detail": self.detail, "signal": self.signal_name, "exit_code": self.exit_code}
