@@ -410,7 +410,7 @@ class Evaluation:
             log.debug("report failed", exc_info=True)
             self.warn(f"report.html could not be written: {type(err).__name__}: {err}")
         if not cfg.quiet:
-            self.console.print(summary_table(rows))
+            self.console.print(summary_table(rows, gpu_report.summary))
         return RunOutcome(run_dir, rows, interrupted, meta, stop)
 
     def _segment_settings(self, run_dir: Path) -> list[dict[str, Any]]:

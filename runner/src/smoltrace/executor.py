@@ -119,9 +119,13 @@ def observe(agent: Any, agent_type: str, log_: ToolCallLog) -> tuple[list[str], 
     tools: list[str] = []
     final = False
     steps = prompt_tokens = completion_tokens = 0
+    max_steps = getattr(agent, "max_steps", None)
     for step in agent.memory.steps:
         if isinstance(step, ActionStep | PlanningStep):
-            steps += 1
+            # smolagents' forced answer after --max-steps is an extra ActionStep numbered max_steps + 1:
+            # a model call (its tokens count), not a step of the budget
+            forced = isinstance(step, ActionStep) and isinstance(max_steps, int) and (step.step_number or 0) > max_steps
+            steps += 0 if forced else 1
             usage = getattr(step, "token_usage", None)
             if usage is not None:
                 prompt_tokens += usage.input_tokens

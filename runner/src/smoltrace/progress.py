@@ -47,11 +47,34 @@ class RunProgress:
         self._progress.update(self._task, advance=1, rate=rate)
 
 
-def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+def failures_by_type(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Every failed row counted once, by its error_type (a wrong answer without an error is
+    `wrong_answer`), most frequent first."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if not row.get("success"):
+            counts[str(row.get("error_type") or "wrong_answer")] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def summary_caption(rows: Sequence[Mapping[str, Any]], gpu_summary: Mapping[str, Any] | None) -> str:
+    """The lines under the table: failures by type, and the GPU energy and CO2 when measured."""
+    lines = []
+    failed = failures_by_type(rows)
+    if failed:
+        lines.append(f"failed: {sum(failed.values())} ({', '.join(f'{k} {v}' for k, v in failed.items())})")
+    if gpu_summary and gpu_summary.get("gpu_available") and gpu_summary.get("energy_joules") is not None:
+        energy = float(gpu_summary.get("energy_joules") or 0.0)
+        co2 = gpu_summary.get("co2_grams")
+        lines.append(f"GPU energy {energy:,.1f} J" + (f", CO2 {float(co2):.4f} g" if co2 is not None else ""))
+    return "\n".join(lines)
+
+
+def summary_table(rows: Sequence[Mapping[str, Any]], gpu_summary: Mapping[str, Any] | None = None) -> Table:
     by_type: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_type[row["agent_type"]].append(row)
-    table = Table(title="smoltrace summary", show_lines=False)
+    table = Table(title="smoltrace summary", show_lines=False, caption=summary_caption(rows, gpu_summary) or None)
     for column in ("agent", "tasks", "passed", "pass rate", "avg steps", "avg ms", "tokens", "errors"):
         table.add_column(column, justify="right" if column != "agent" else "left")
 
@@ -66,7 +89,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             f"{sum(r.get('steps') or 0 for r in group) / n:.1f}" if n else "-",
             f"{sum(r.get('duration_ms') or 0 for r in group) / n:.0f}" if n else "-",
             str(sum(r.get("total_tokens") or 0 for r in group)),
-            str(sum(1 for r in group if r.get("error"))),
+            str(sum(1 for r in group if not r.get("success") and r.get("error_type"))),
         )
 
     for agent_type in sorted(by_type):
