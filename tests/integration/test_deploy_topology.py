@@ -159,7 +159,18 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         exporters.append(compose_exporter)
         compose_address = compose_exporter.wait_ready()["grpc"]
         model = ["--provider", "litellm", "--model", "openai/fake", "--api-base", server.api_base]
-        common = [*model, "--gpu-exporter", compose_address, "--enable-gpu-metrics", "--enable-otel", "--output-format", "json"]
+        # as docker-compose.yml passes them (--gpus ${SMOLTRACE_GPUS:-all}); --enable-gpu-metrics because the fake model is an API one
+        common = [
+            *model,
+            "--gpu-exporter",
+            compose_address,
+            "--gpus",
+            "all",
+            "--enable-gpu-metrics",
+            "--enable-otel",
+            "--output-format",
+            "json",
+        ]
         runners.append(
             start_runner(
                 "compose", [*common, "--agent-type", "tool", "--limit", "1", "--collector-address", "127.0.0.1:0"], tmp / "compose"

@@ -218,6 +218,7 @@ def test_local_provider_uses_the_sidecar(provider: str, provider_args, sidecar: 
     assert gpu["gpu_available"] is True and len(gpu["devices"]) == 2
     assert float(gpu["summary"]["energy_joules"]) > 0
     assert gpu["summary"]["run_id"] == f"sidecar-{provider}"  # the sidecar's own summary of this run
+    assert gpu["sampling_run_id"].startswith(f"sidecar-{provider}/seg-")  # this process's segment of the run
 
 
 # -- --disable-gpu-metrics ----------------------------------------------------------------------
@@ -253,6 +254,7 @@ def test_enable_flag(provider: str, provider_args, sidecar: SimulatedExporter, t
     assert gpu["exporter"] == sidecar.address
     assert float(gpu["summary"]["energy_joules"]) > 0
     assert gpu["summary"]["run_id"] == run_id
+    assert gpu["sampling_run_id"].startswith(f"{run_id}/seg-")
     assert run.leaderboard["energy_j"] > 0
 
 

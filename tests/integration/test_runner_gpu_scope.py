@@ -345,3 +345,43 @@ def test_a_killed_runner_leaves_no_exporter_behind(tmp_path: Path) -> None:
         if child is not None and child.is_running():
             child.kill()
         fake.stop()
+
+
+# -- segments: --resume against a long-lived sidecar, shards of one run on one node -----------------
+def test_resume_against_a_long_lived_sidecar_samples_a_new_segment(four_gpus: str, server: FakeOpenAIServer, tmp_path: Path) -> None:
+    args = ["--model", "openai/fake", "--api-base", server.api_base, "--limit", "2", "--agent-type", "tool", "--enable-gpu-metrics"]
+    first = run_main([*args, "--gpu-exporter", four_gpus, "--gpus", "0", "--run-id", "resume-seg-1"], tmp_path / "out")
+    assert first.rc == 0, first.stderr
+    before = first.metadata["gpu_metrics"]
+    checkpoint = first.run_dir / "checkpoint.jsonl"
+    checkpoint.write_text(checkpoint.read_text("utf-8").splitlines()[0] + "\n", "utf-8")  # as if killed after one task
+    resumed = run_main(["--resume", str(first.run_dir), "--gpu-exporter", four_gpus, "--gpus", "0"], tmp_path / "unused")
+    assert resumed.rc == 0, resumed.stderr
+    after = read_json(first.run_dir / "metadata.json")["gpu_metrics"]
+    # the same run id, a new segment on the exporter: a stopped id cannot be started again
+    assert after["sampling_run_id"] != before["sampling_run_id"]
+    assert after["sampling_run_id"].startswith("resume-seg-1/seg-")
+    assert after["summary"] is not None, after["warning"]
+    assert after["summary"]["run_id"] == "resume-seg-1" and float(after["summary"]["energy_joules"]) > 0
+
+
+def test_shards_of_one_run_on_one_node_are_separate_runs_to_the_exporter(four_gpus: str, server: FakeOpenAIServer, tmp_path: Path) -> None:
+    from smoltrace.merge import merge_runs
+
+    args = ["--model", "openai/fake", "--api-base", server.api_base, "--limit", "2", "--agent-type", "tool", "--enable-gpu-metrics"]
+    shards = []
+    for index in range(2):
+        run = run_main(
+            [*args, "--gpu-exporter", four_gpus, "--gpus", "1", "--run-id", "node-shards", "--shard", f"{index}/2"], tmp_path / "shards"
+        )
+        assert run.rc == 0, run.stderr
+        shards.append(run.run_dirs[-1] if index else run.run_dir)
+    gpus = [read_json(d / "metadata.json")["gpu_metrics"] for d in shards]
+    assert gpus[0]["sampling_run_id"] != gpus[1]["sampling_run_id"]
+    assert all("/seg-s" in g["sampling_run_id"] for g in gpus)
+    assert all(g["summary"] is not None for g in gpus), [g["warning"] for g in gpus]
+    energies = [float(g["summary"]["energy_joules"]) for g in gpus]
+    assert energies[0] != energies[1]  # two measurements, not one summary handed to both
+    merged = merge_runs(tmp_path / "merged", shards)
+    total = read_json(merged / "metadata.json")["gpu_metrics"]["summary"]["energy_joules"]
+    assert abs(float(total) - sum(energies)) < 1e-6

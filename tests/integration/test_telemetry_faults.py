@@ -51,7 +51,12 @@ def test_exporter_killed_mid_run(tmp_path: Path, runner_env: None, monkeypatch: 
 
     def kill_exporter() -> None:
         # some samples reached the run's collector first: the metrics that exist are kept
-        wait_until(lambda: spy.instances and spy.only.store.runs().get(run_id, {}).get("data_points", 0) > 0, 10, what="GPU samples")
+        # the exporter labels this process's samples with its segment of the run (run_id/seg-...)
+        def sampled() -> bool:
+            runs = spy.only.store.runs() if spy.instances else {}
+            return any(k.startswith(f"{run_id}/seg-") and v.get("data_points", 0) > 0 for k, v in runs.items())
+
+        wait_until(sampled, 10, what="GPU samples")
         exporter.kill()
 
     script.on_start["What time"] = kill_exporter

@@ -26,7 +26,7 @@ from .budget import EXIT_BUDGET, BudgetTracker, budgets_of, check_enforceable, p
 from .budget import STATUS as BUDGET_STATUS
 from .config import EvalConfig, run_redactor
 from .executor import Execution, Executor, TaskResult
-from .gpu import ExporterAccess, GpuSession, decide, otel_console_line
+from .gpu import ExporterAccess, GpuSession, decide, otel_console_line, sampling_run_id
 from .gpu_scope import ScopeInputs, remote_host
 from .models import ModelSpec, RetryPolicy, build_model, warm_up
 from .outputs import (
@@ -227,7 +227,13 @@ class Evaluation:
         return GpuSession(
             decision,
             cfg.run_id,
-            resource_attributes={"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
+            sampling_id=sampling_run_id(cfg.run_id, cfg.shard),
+            resource_attributes={
+                "smoltrace.model": cfg.model,
+                "smoltrace.provider": cfg.provider,
+                "smoltrace.agent_type": cfg.agent_type,
+                "smoltrace.run_id": cfg.run_id,
+            },
             access=ExporterAccess.from_env(cfg.gpu_exporter, cfg.gpu_exporter_token_file, cfg.gpu_exporter_tls_ca),
             scope_inputs=ScopeInputs.read(cfg.gpus, os.environ),
         )
@@ -311,7 +317,7 @@ class Evaluation:
             working_directory=Path(cfg.working_directory) if cfg.working_directory else None,
         )
         extra_tools = self._extra_tools_factory(settings)
-        telemetry = RunTelemetrySession(cfg, decision.enabled, self.redactor)
+        telemetry = RunTelemetrySession(cfg, decision.enabled, self.redactor, gpu_sampling_id=gpu.sampling_id)
         telemetry.start()
         for line in gpu.report.notes:
             print(line, flush=True)

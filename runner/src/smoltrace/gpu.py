@@ -87,12 +87,14 @@ class GpuSessionReport:
     summary: dict[str, Any] | None = None
     warning: str | None = None
     scope: dict[str, Any] | None = None  # gpu_scope: {source, uuids, note, measured}
+    sampling_run_id: str | None = None  # the exporter's id of this process's sampling (a segment)
     tls: bool = False
     notes: list[str] = field(default_factory=list)  # console lines for the runner to print
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "scope": self.scope,
+            "sampling_run_id": self.sampling_run_id,
             "tls": self.tls,
             "enabled": self.enabled,
             "reason": self.reason,
@@ -273,6 +275,15 @@ class ExporterAccess:
             raise GpuScopeError(f"--gpu-exporter-tls-ca {self.tls_ca}: {err.strerror}") from err
 
 
+def sampling_run_id(run_id: str, shard: tuple[int, int] | None = None) -> str:
+    """The exporter-side id of this process's sampling: the run id plus a segment tag, unique per
+    process. A resumed run samples a new segment on a long-lived sidecar (a stopped id cannot be
+    started again), and shards of one run on one node are separate runs to the exporter, so it
+    splits their shared GPU between them instead of handing both the same summary."""
+    tag = f"/seg-{f's{shard[0]}of{shard[1]}-' if shard else ''}{uuid.uuid4().hex[:8]}"
+    return run_id[: 128 - len(tag)] + tag
+
+
 def _with_secret(message_cls: Any, secret: str, **fields: Any) -> Any:
     """A request carrying the run's secret when the contract has one (StartSamplingResponse.run_secret)."""
     if secret and "run_secret" in message_cls.DESCRIPTOR.fields_by_name:
@@ -301,9 +312,12 @@ class GpuSession:
         *,
         access: ExporterAccess | None = None,
         scope_inputs: ScopeInputs | None = None,
+        sampling_id: str | None = None,
     ) -> None:
         self.report = GpuSessionReport(decision.enabled, decision.reason)
         self.run_id = run_id
+        self.sampling_id = sampling_id or run_id  # the exporter's run id for this process's segment
+        self.report.sampling_run_id = self.sampling_id
         self._access = access or ExporterAccess.from_env(address, None, None)
         self._address = self._access.address
         self._otlp = otlp_endpoint
@@ -471,7 +485,7 @@ class GpuSession:
 
             reply = self._stub.StartSampling(
                 pb.StartSamplingRequest(
-                    run_id=self.run_id,
+                    run_id=self.sampling_id,
                     interval_ms=self._interval_ms,
                     gpu_uuids=list(self._uuids),
                     otlp_endpoint=self._otlp,
@@ -506,7 +520,7 @@ class GpuSession:
         while not self._stop_heartbeat.wait(period):
             try:
                 self._stub.Heartbeat(
-                    _with_secret(pb.HeartbeatRequest, self._secret, run_id=self.run_id), timeout=self._timeout, metadata=self._metadata
+                    _with_secret(pb.HeartbeatRequest, self._secret, run_id=self.sampling_id), timeout=self._timeout, metadata=self._metadata
                 )
             except Exception as err:  # noqa: BLE001 - keep trying; the stop will tell
                 log.warning("GPU exporter heartbeat failed: %s", _describe(err, self._address))
@@ -542,11 +556,12 @@ class GpuSession:
                 from smoltrace_proto import pb
 
                 summary = self._stub.StopSampling(
-                    _with_secret(pb.StopSamplingRequest, self._secret, run_id=self.run_id),
+                    _with_secret(pb.StopSamplingRequest, self._secret, run_id=self.sampling_id),
                     timeout=self._timeout + 5,
                     metadata=self._metadata,
                 )
-                self.report.summary = _summary_dict(summary)
+                # the run's summary: under the run's id (the segment's id is sampling_run_id)
+                self.report.summary = {**_summary_dict(summary), "run_id": self.run_id}
             except Exception as err:  # noqa: BLE001
                 self._warn(f"StopSampling failed, no GPU summary: {_describe(err, self._address)}")
         self._close()

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class RunTelemetrySession:
-    def __init__(self, config: EvalConfig, gpu_enabled: bool, redactor: Redactor) -> None:
+    def __init__(self, config: EvalConfig, gpu_enabled: bool, redactor: Redactor, gpu_sampling_id: str | None = None) -> None:
+        """`gpu_sampling_id`: the run.id the GPU exporter labels this process's samples with (its
+        segment of the run, smoltrace.gpu.sampling_run_id); accepted besides the run's own id."""
+        self.gpu_sampling_id = gpu_sampling_id
         self.config = config
         self.gpu_enabled = gpu_enabled
         self.redactor = redactor
@@ -54,7 +57,7 @@ class RunTelemetrySession:
                 max_spill_bytes=cfg.max_spill_mb * 1024 * 1024,
                 spill_dir=self._spill_dir(),
                 token=self.token,
-                accept_run_ids=(cfg.run_id,),
+                accept_run_ids=(cfg.run_id, self.gpu_sampling_id) if self.gpu_sampling_id else (cfg.run_id,),
             ).start()
         except (OSError, RuntimeError, ValueError) as err:
             self._warn(f"the OTLP collector could not start on {cfg.collector_address} ({err}); no traces or GPU time series for this run")
@@ -123,7 +126,7 @@ class RunTelemetrySession:
         if self.collector is None:
             return empty
         try:
-            collected = self.collector.run_telemetry(cfg.run_id)
+            collected = self.collector.run_telemetry(cfg.run_id, metrics_run_id=self.gpu_sampling_id)
             self.report["received"] = {"spans": collected.spans, "traces": len(collected.traces), "gpu_data_points": collected.data_points}
             forwarder = self.collector.forwarder
             if forwarder is not None:

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .documents import energy_series, gpu_resource_metrics, metric_rows, metrics_json, spans_from_requests, trace_documents
+from .documents import (
+    energy_series,
+    gpu_resource_metrics,
+    metric_rows,
+    metrics_json,
+    relabel_run,
+    spans_from_requests,
+    trace_documents,
+)
 from .forward import Forwarder
 from .receiver import OtlpGrpcReceiver, OtlpIngest
 from .store import DEFAULT_MAX_SPILL_BYTES, RunStore
@@ -58,10 +66,14 @@ class Collector:
         self.receiver.start()
         return self
 
-    def run_telemetry(self, run_id: str) -> RunTelemetry:
-        """Everything received for the run so far, merged."""
+    def run_telemetry(self, run_id: str, metrics_run_id: str | None = None) -> RunTelemetry:
+        """Everything received for the run so far, merged. `metrics_run_id`: the run.id the GPU
+        exporter labels this process's samples with (a segment of the run), when not the run's."""
         spans = spans_from_requests(self.store.iter_payloads(run_id, "traces"))  # streamed, never loaded whole
-        resource_metrics = gpu_resource_metrics(self.store.iter_payloads(run_id, "metrics"))
+        metrics_id = metrics_run_id or run_id
+        resource_metrics = gpu_resource_metrics(self.store.iter_payloads(metrics_id, "metrics"))
+        if metrics_id != run_id:
+            resource_metrics = relabel_run(resource_metrics, run_id, metrics_id)
         return RunTelemetry(
             run_id=run_id,
             traces=trace_documents(spans, run_id),
@@ -69,7 +81,7 @@ class Collector:
             metric_rows=metric_rows(resource_metrics, run_id),
             energy_series=energy_series(resource_metrics),
             spans=len(spans),
-            data_points=self.store.runs().get(run_id, {}).get("data_points", 0),
+            data_points=self.store.runs().get(metrics_id, {}).get("data_points", 0),
         )
 
     def stop(self, grace: float = 1.0) -> None:

@@ -226,6 +226,23 @@ def gpu_resource_metrics(payloads: Iterable[bytes]) -> list[ResourceMetrics]:
     return out
 
 
+def relabel_run(resource_metrics: Sequence[ResourceMetrics], run_id: str, sampling_run_id: str) -> list[ResourceMetrics]:
+    """A segment's GPU metrics under the run's id: the resource's run.id becomes `run_id`, the
+    exporter's id stays as `smoltrace.sampling_run_id`."""
+    out = []
+    for rm in resource_metrics:
+        copy = ResourceMetrics()
+        copy.CopyFrom(rm)
+        for kv in copy.resource.attributes:
+            if kv.key == RUN_ID_KEY:
+                kv.value.string_value = run_id
+        extra = copy.resource.attributes.add()
+        extra.key = "smoltrace.sampling_run_id"
+        extra.value.string_value = sampling_run_id
+        out.append(copy)
+    return out
+
+
 def metrics_json(resource_metrics: Sequence[ResourceMetrics], run_id: str) -> dict[str, Any]:
     """The seed's shape: {"run_id", "resourceMetrics": [OTLP JSON]} (camelCase, ints as strings)."""
     return {"run_id": run_id, "resourceMetrics": [MessageToDict(rm) for rm in resource_metrics]}
