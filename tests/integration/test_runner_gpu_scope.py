@@ -358,7 +358,10 @@ def test_resume_against_a_long_lived_sidecar_samples_a_new_segment(four_gpus: st
     checkpoint.write_text(checkpoint.read_text("utf-8").splitlines()[0] + "\n", "utf-8")  # as if killed after one task
     meta_path = first.run_dir / "metadata.json"
     meta_path.write_text(json.dumps({**read_json(meta_path), "status": "interrupted"}), "utf-8")
-    resumed = run_main(["--resume", str(first.run_dir), "--gpu-exporter", four_gpus, "--gpus", "0"], tmp_path / "unused")
+    resumed = run_main(
+        ["--resume", str(first.run_dir), "--api-base", server.api_base, "--enable-gpu-metrics", "--gpu-exporter", four_gpus, "--gpus", "0"],
+        tmp_path / "unused",
+    )
     assert resumed.rc == 0, resumed.stderr
     after = read_json(first.run_dir / "metadata.json")["gpu_metrics"]
     # the same run id, a new segment on the exporter: a stopped id cannot be started again

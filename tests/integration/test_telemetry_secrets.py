@@ -76,7 +76,8 @@ def test_canaries_never_leave_the_process(tmp_path: Path, runner_env: None, monk
     payloads = spy.raw_payloads()
     collector = spy.only
     run_id = run.metadata["run_id"]
-    assert collector.store.payloads(run_id, "traces") and collector.store.payloads(run_id, "metrics")
+    sampling_id = run.metadata["gpu_metrics"]["sampling_run_id"]  # the exporter labels its samples with the run's segment
+    assert collector.store.payloads(run_id, "traces") and collector.store.payloads(sampling_id, "metrics")
     for payload in payloads:
         for where, canary in CANARIES.items():
             assert canary.encode() not in payload, f"the collector received the {where} canary"
