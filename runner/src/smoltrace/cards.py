@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import __version__
+from .outputs import GPU_COLUMN_RULES
 
 DESCRIPTIONS = {
     "results": "One row per task execution of a smoltrace evaluation run: the task, what the agent did "
@@ -26,7 +27,9 @@ DESCRIPTIONS = {
     "temperature, power, and the cumulative energy, CO2 and electricity cost since the run started. When the run "
     "measured no GPU (API models, machines without a GPU) it holds a single row whose GPU columns are null.",
     "leaderboard": "One row per smoltrace evaluation run (append-only: each run adds its own Parquet file under "
-    "`data/`, so concurrent runs never overwrite each other). Rows carry `schema_version`.",
+    "`data/`, so concurrent runs never overwrite each other). Rows carry `schema_version`. GPU columns, over the "
+    "run's GPUs: " + "; ".join(f"`{name}` {rule}" for name, rule in GPU_COLUMN_RULES.items()) + ". The per-GPU "
+    "values are in the run's metrics dataset.",
 }
 
 

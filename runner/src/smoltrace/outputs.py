@@ -153,13 +153,49 @@ def _avg(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _stat(summary: Mapping[str, Any] | None, key: str, part: str, scale: float = 1.0) -> float | None:
-    if not summary:
-        return None
-    stats = summary.get(key) or {}
-    if not stats or not stats.get("count"):
-        return None
-    return round(float(stats.get(part, 0.0)) * scale, 2)
+# The leaderboard's GPU columns: one rule each, over the run's GPUs (summary["devices"], each
+# with its own avg/max). Averages and maxima are per GPU; a total only where the name says so
+# (energy, CO2 and cost are the run's, over all its GPUs). The per-GPU values stay in the metrics
+# dataset and metadata.json. Stated in the leaderboard's dataset card and README.
+GPU_COLUMN_RULES: dict[str, str] = {
+    "gpu_utilization_avg": "mean over the run's GPUs of each GPU's average utilisation (%)",
+    "gpu_utilization_max": "the highest utilisation any one GPU reached (%)",
+    "gpu_memory_avg_mib": "mean over the run's GPUs of each GPU's average memory in use (MiB per GPU)",
+    "gpu_memory_max_mib": "the most memory any one GPU held (MiB)",
+    "gpu_temperature_avg": "mean over the run's GPUs of each GPU's average temperature (°C)",
+    "gpu_temperature_max": "the hottest any one GPU got (°C)",
+    "gpu_power_avg_w": "mean over the run's GPUs of each GPU's average power draw (W per GPU)",
+    "energy_j": "the run's GPU energy, total over its GPUs (J; a GPU shared with other runs is split between them)",
+    "co2_emissions_g": "CO2 of energy_j, total (gCO2e)",
+    "power_cost_total_usd": "electricity cost of energy_j, total (USD)",
+}
+_GPU_GAUGES = {
+    "gpu_utilization_avg": ("utilization_percent", "avg", 1.0),
+    "gpu_utilization_max": ("utilization_percent", "max", 1.0),
+    "gpu_memory_avg_mib": ("memory_used_bytes", "avg", 1 / (1024 * 1024)),
+    "gpu_memory_max_mib": ("memory_used_bytes", "max", 1 / (1024 * 1024)),
+    "gpu_temperature_avg": ("temperature_celsius", "avg", 1.0),
+    "gpu_temperature_max": ("temperature_celsius", "max", 1.0),
+    "gpu_power_avg_w": ("power_watts", "avg", 1.0),
+}
+
+
+def gpu_columns(summary: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """The leaderboard's gauge columns by GPU_COLUMN_RULES: `avg` columns the mean of the per-GPU
+    averages, `max` columns the largest per-GPU maximum; None when no GPU reported the reading."""
+    devices = [d for d in (summary or {}).get("devices") or [] if isinstance(d, Mapping) and not d.get("failed")]
+    out: dict[str, float | None] = {}
+    for column, (key, part, scale) in _GPU_GAUGES.items():
+        values = [float(st[part]) for d in devices if (st := d.get(key) or {}) and st.get("count")]
+        if not values and summary and not devices:  # a summary without per-device figures: the run's own
+            st = summary.get(key) or {}
+            values = [float(st[part])] if st and st.get("count") else []
+        if not values:
+            out[column] = None
+            continue
+        value = sum(values) / len(values) if part == "avg" else max(values)
+        out[column] = round(value * scale, 2)
+    return out
 
 
 def leaderboard_row(
@@ -184,7 +220,6 @@ def leaderboard_row(
     costs = [r.get("cost_usd") for r in rows]
     priced = bool(rows) and all(c is not None for c in costs)  # an unknown price is not a price of 0
     measured = bool(gpu_summary and gpu_summary.get("gpu_available"))  # else energy and CO2 are unknown
-    mib = 1 / (1024 * 1024)
     return {
         "schema_version": LEADERBOARD_SCHEMA_VERSION,
         "run_id": run_id,
@@ -215,13 +250,7 @@ def leaderboard_row(
         "co2_emissions_g": round(float(gpu_summary.get("co2_grams", 0.0)), 4) if measured and gpu_summary else None,
         "power_cost_total_usd": round(float(gpu_summary.get("power_cost_usd", 0.0)), 6) if measured and gpu_summary else None,
         "energy_j": round(float(gpu_summary.get("energy_joules", 0.0)), 3) if measured and gpu_summary else None,
-        "gpu_utilization_avg": _stat(gpu_summary, "utilization_percent", "avg"),
-        "gpu_utilization_max": _stat(gpu_summary, "utilization_percent", "max"),
-        "gpu_memory_avg_mib": _stat(gpu_summary, "memory_used_bytes", "avg", mib),
-        "gpu_memory_max_mib": _stat(gpu_summary, "memory_used_bytes", "max", mib),
-        "gpu_temperature_avg": _stat(gpu_summary, "temperature_celsius", "avg"),
-        "gpu_temperature_max": _stat(gpu_summary, "temperature_celsius", "max"),
-        "gpu_power_avg_w": _stat(gpu_summary, "power_watts", "avg"),
+        **gpu_columns(gpu_summary),  # one rule per column: GPU_COLUMN_RULES
         "notes": f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
         "status": status,  # completed, interrupted, failed, partial (a merge of some shards, --allow-partial)
     }
