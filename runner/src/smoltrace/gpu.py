@@ -534,7 +534,7 @@ class GpuSession:
             from smoltrace_proto import pb
 
             state = self._stub.GetRun(
-                _with_secret(pb.GetRunRequest, self._secret, run_id=self.run_id), timeout=self._timeout, metadata=self._metadata
+                _with_secret(pb.GetRunRequest, self._secret, run_id=self.sampling_id), timeout=self._timeout, metadata=self._metadata
             )
         except Exception as err:  # noqa: BLE001 - a budget check never fails the run
             log.warning("GPU exporter GetRun failed: %s", _describe(err, self._address))
