@@ -126,3 +126,23 @@ def test_bad_otlp_headers_are_invalid_without_echoing_them(
             client.stub.StartSampling(start_request("bad-headers", otlp_headers=headers), timeout=RPC_TIMEOUT_S)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "SECRET" not in err.value.details()
+
+
+@pytest.mark.parametrize("endpoint", ["10.0.0.1:4317", "http://169.254.169.254:80", "metadata.internal:4317"])
+def test_an_otlp_endpoint_outside_the_allow_list_is_invalid_and_never_dialled(
+    endpoint: str, make_app: Callable[..., ExporterApp], client_factory: Callable[..., Client]
+) -> None:
+    app = make_app()
+    client = client_factory(app.addresses.grpc)
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.StartSampling(start_request("ssrf", otlp_endpoint=endpoint), timeout=RPC_TIMEOUT_S)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not allowed" in err.value.details()
+    assert app.registry.runs_started == 0 and app.publisher.client_count == 0  # no run, no OTLP client
+
+
+def test_a_host_on_the_allow_list_is_accepted(make_app: Callable[..., ExporterApp], client_factory: Callable[..., Client]) -> None:
+    app = make_app(otlp_allow="collector.test")
+    client = client_factory(app.addresses.grpc)
+    client.stub.StartSampling(start_request("allowed", otlp_endpoint="collector.test:4317"), timeout=RPC_TIMEOUT_S)
+    assert app.registry.get("allowed").params.otlp_endpoint == "collector.test:4317"

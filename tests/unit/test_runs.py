@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from smoltrace_gpu_exporter.endpoints import AllowList
 from smoltrace_gpu_exporter.energy import co2_grams, power_cost_usd
 from smoltrace_gpu_exporter.nvml import Field
 from smoltrace_gpu_exporter.runs import (
@@ -56,7 +57,8 @@ def test_defaults_apply() -> None:
     custom = RunDefaults(carbon_intensity_g_per_kwh=50.0, pue=1.3, power_cost_per_kwh=0.3, otlp_endpoint="collector:4317")
     q = RunParams.create("run-1", defaults=custom)
     assert (q.carbon_intensity_g_per_kwh, q.pue, q.power_cost_per_kwh, q.otlp_endpoint) == (50.0, 1.3, 0.3, "collector:4317")
-    assert RunParams.create("run-1", defaults=custom, otlp_endpoint="other:4317").otlp_endpoint == "other:4317"
+    allowed = RunDefaults(otlp_endpoint="collector:4317", otlp_allow=AllowList.parse("other"))
+    assert RunParams.create("run-1", defaults=allowed, otlp_endpoint="other:4317").otlp_endpoint == "other:4317"
 
 
 def test_explicit_values_and_normalisation() -> None:

@@ -42,6 +42,7 @@ class ExporterApp:
             pue=config.pue,
             power_cost_per_kwh=config.power_cost_per_kwh,
             otlp_endpoint=config.otlp_endpoint,
+            otlp_allow=config.allow_list(),
         )
         self.sampler = Sampler(self.backend, idle_interval_s=config.idle_interval_ms / 1000.0)
         self.registry = RunRegistry(self.sampler, self.defaults)

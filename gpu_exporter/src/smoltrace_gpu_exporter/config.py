@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .endpoints import AllowList, EndpointError
 from .energy import DEFAULT_CARBON_INTENSITY_G_PER_KWH, DEFAULT_POWER_COST_USD_PER_KWH, DEFAULT_PUE
 
 ENV_PREFIX = "SMOLTRACE_GPU_EXPORTER_"
@@ -26,6 +27,7 @@ class ExporterConfig:
     backend: str = "nvml"  # "nvml" or "simulated[:N]"
     idle_interval_ms: int = 15_000
     otlp_endpoint: str = ""
+    otlp_allow: str = ""  # comma-separated hosts, host:port or CIDR networks runs may push OTLP to
     otlp_export_interval_ms: int = 5_000
     otlp_timeout_s: float = 2.0
     carbon_intensity: float = DEFAULT_CARBON_INTENSITY_G_PER_KWH
@@ -47,6 +49,9 @@ class ExporterConfig:
         if not 1 <= count <= 64:
             raise ConfigError(f"--backend simulated:N needs 1 <= N <= 64, got {count}")
         return count
+
+    def allow_list(self) -> AllowList:
+        return AllowList.parse(self.otlp_allow, self.otlp_endpoint)
 
     def read_auth_token(self) -> str | None:
         if not self.auth_token_file:
@@ -85,6 +90,10 @@ class ExporterConfig:
             raise ConfigError(f"--pue must be 1.0..10, got {self.pue}")
         if not 0 <= self.power_cost_per_kwh <= 100:
             raise ConfigError(f"--power-cost-per-kwh must be 0..100 USD, got {self.power_cost_per_kwh}")
+        try:
+            self.allow_list()
+        except EndpointError as err:
+            raise ConfigError(str(err)) from err
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}")
         return self
@@ -109,6 +118,13 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--backend", "backend", str, "nvml (default) or simulated[:N] for N simulated GPUs (demos, tests)"),
     ("--idle-interval-ms", "idle_interval_ms", int, "sampling interval when no run is active (default 15000)"),
     ("--otlp-endpoint", "otlp_endpoint", str, "default OTLP/gRPC endpoint for runs that name none (default: none)"),
+    (
+        "--otlp-allow",
+        "otlp_allow",
+        str,
+        "hosts (host, host:port or CIDR, comma-separated) a run's otlp_endpoint may name, besides loopback and "
+        "the --otlp-endpoint host (default: those only)",
+    ),
     ("--otlp-export-interval-ms", "otlp_export_interval_ms", int, "how often queued run samples are pushed (default 5000)"),
     ("--otlp-timeout", "otlp_timeout_s", float, "seconds one OTLP export may take (default 2)"),
     ("--carbon-intensity", "carbon_intensity", float, "default grid carbon intensity, gCO2e/kWh (default 475)"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from smoltrace_proto.summary import SPLIT_EQUAL_SHARE, SPLIT_EXCLUSIVE, DeviceSummary, RunSummary, StatsSummary
 
+from .endpoints import AllowList, EndpointError
 from .energy import (
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
     DEFAULT_POWER_COST_USD_PER_KWH,
@@ -82,6 +83,7 @@ class RunDefaults:
     pue: float = DEFAULT_PUE
     power_cost_per_kwh: float = DEFAULT_POWER_COST_USD_PER_KWH
     otlp_endpoint: str = ""
+    otlp_allow: AllowList = field(default_factory=AllowList)  # where runs may push OTLP (loopback; see endpoints.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,11 @@ class RunParams:
         endpoint = otlp_endpoint or defaults.otlp_endpoint
         if len(endpoint) > 2048 or any(c.isspace() for c in endpoint):
             raise InvalidRequest("otlp_endpoint must be host:port or a URL without spaces")
+        if endpoint and endpoint != defaults.otlp_endpoint:  # the exporter's own default is allowed
+            try:  # before any connection: an endpoint outside the allow-list is never dialled
+                defaults.otlp_allow.check(endpoint)
+            except EndpointError as err:
+                raise InvalidRequest(str(err)) from err
         headers = dict(otlp_headers or {})
         if len(headers) > MAX_OTLP_HEADERS:
             raise InvalidRequest(f"at most {MAX_OTLP_HEADERS} otlp_headers are allowed, got {len(headers)}")
