@@ -98,6 +98,7 @@ class ExporterApp:
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         self.publisher.begin_shutdown()  # the runs stopped now are flushed together, within the deadline
+        self.sampler.stop(timeout=1.0, shutdown_backend=False)  # no more periodic sweeps competing with the stop
         summaries = self.registry.stop_all(StopReason.SHUTDOWN)
         for summary in summaries:
             log.info("run %s stopped at shutdown: %.1f J", summary.run_id, summary.energy_joules)

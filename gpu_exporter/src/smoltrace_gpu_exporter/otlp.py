@@ -16,6 +16,7 @@ sums from the run's start. Data-point attributes: gpu_id, gpu_name, gpu_uuid.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SCOPE = InstrumentationScope("smoltrace.gpu", __version__)
 SERVICE_NAME = "smoltrace-gpu-exporter"
 _MIB = 1024 * 1024
+MAX_FLUSH_THREADS = 8  # final flush at shutdown: endpoints are flushed this many at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +69,20 @@ COST = MetricSpec("gen_ai.power.cost", "USD", "Electricity cost of the GPU energ
 ALL_METRICS = (UTILIZATION, MEMORY_USED, MEMORY_TOTAL, TEMPERATURE, POWER, ENERGY, CO2, COST)
 
 
-def run_resource(run: Run, simulated: bool) -> Resource:
-    """service.name, run.id, host.name, OTEL_RESOURCE_ATTRIBUTES, then the run's own attributes."""
-    attributes: dict[str, str | bool] = {"service.name": SERVICE_NAME, "host.name": socket.gethostname()}
-    attributes.update(dict(run.params.resource_attributes))
+def base_resource() -> Resource:
+    """service.name and host.name over OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME. Resource.create
+    runs the detectors on a thread pool of its own: once per publisher, never once per run."""
+    return Resource.create({"service.name": SERVICE_NAME, "host.name": socket.gethostname()})
+
+
+def run_resource(run: Run, simulated: bool, base: Resource | None = None) -> Resource:
+    """The base resource, then the run's own attributes, run.id and gpu.simulated (ours win)."""
+    attributes: dict[str, str | bool] = dict(run.params.resource_attributes)
+    attributes["service.name"] = SERVICE_NAME
     attributes["run.id"] = run.run_id
     if simulated:
         attributes["gpu.simulated"] = True
-    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME under ours
-    return Resource.create(attributes)
+    return (base or base_resource()).merge(Resource(attributes))
 
 
 def build_metrics_data(run: Run, samples: Sequence[PendingSample], resource: Resource) -> MetricsData:
@@ -154,6 +161,7 @@ class OtlpPublisher:
         self._exporters: dict[tuple[str, Headers], MetricExporter] = {}
         self._unhealthy: set[str] = set()
         self._resources: dict[str, Resource] = {}
+        self._base_resource: Resource | None = None
         self._draining: list[Run] = []  # stopped runs with samples still to push
         self._dropped_seen: dict[str, int] = {}  # run id -> its drops already added to stats
         self._lock = threading.Lock()
@@ -180,7 +188,9 @@ class OtlpPublisher:
     def _resource(self, run: Run) -> Resource:
         resource = self._resources.get(run.run_id)
         if resource is None:
-            resource = run_resource(run, self._simulated)
+            if self._base_resource is None:
+                self._base_resource = base_resource()
+            resource = run_resource(run, self._simulated, self._base_resource)
             self._resources[run.run_id] = resource
         return resource
 
@@ -314,13 +324,24 @@ class OtlpPublisher:
             if endpoint and endpoint not in self._unhealthy:
                 by_endpoint.setdefault(endpoint, []).append(run)
 
-        def flush(runs: list[Run]) -> None:
-            for run in runs:
-                if time.monotonic() >= end or not self.push_run(run, skip_unhealthy=True):
-                    return
+        work: queue.SimpleQueue[list[Run]] = queue.SimpleQueue()
+        for runs in by_endpoint.values():
+            work.put(runs)
 
+        def flush() -> None:  # one endpoint at a time; a failing endpoint is given up at once
+            while time.monotonic() < end:
+                try:
+                    runs = work.get_nowait()
+                except queue.Empty:
+                    return
+                for run in runs:
+                    if time.monotonic() >= end or not self.push_run(run, skip_unhealthy=True):
+                        break
+
+        # a few threads, not one per endpoint: starting threads while others encode is itself slow
         threads = [
-            threading.Thread(target=flush, args=(runs,), name="smoltrace-gpu-otlp-flush", daemon=True) for runs in by_endpoint.values()
+            threading.Thread(target=flush, name="smoltrace-gpu-otlp-flush", daemon=True)
+            for _ in range(min(MAX_FLUSH_THREADS, len(by_endpoint)))
         ]
         for thread in threads:
             thread.start()
@@ -329,8 +350,17 @@ class OtlpPublisher:
             self._thread = None
         for thread in threads:
             thread.join(timeout=max(0.0, end - time.monotonic()))
-        for exporter in list(self._exporters.values()):
-            try:
-                exporter.shutdown(timeout_millis=200)
-            except Exception:  # noqa: BLE001
-                pass
+        with self._lock:
+            exporters = list(self._exporters.values())
+            self._exporters.clear()
+
+        def close_all() -> None:  # closing a channel that is still dialling blocks ~0.1 s: all at once, bounded
+            for exporter in exporters:
+                try:
+                    exporter.shutdown(timeout_millis=200)
+                except Exception:  # noqa: BLE001
+                    pass
+
+        closer = threading.Thread(target=close_all, name="smoltrace-gpu-otlp-close", daemon=True)
+        closer.start()
+        closer.join(timeout=max(0.1, end - time.monotonic()))

@@ -671,15 +671,30 @@ class RunRegistry:
         return run.seal()
 
     def stop_all(self, reason: StopReason = StopReason.SHUTDOWN) -> list[RunSummary]:
-        with self._lock:
-            ids = list(self._active)
-        summaries = []
-        for run_id in ids:
-            try:
-                summaries.append(self.stop(run_id, reason))
-            except RunNotFound:
-                pass
-        return summaries
+        """Stop every live run at one boundary sweep (not one sweep per run: a flood of runs must
+        not make shutdown quadratic), then hand each to the finalizer."""
+        finished: list[Run] = []
+
+        def finish_all(snapshot: Snapshot) -> None:
+            with self._lock:
+                for run_id in list(self._active):
+                    run = self._active.pop(run_id)
+                    run.finish(snapshot, reason)
+                    self._stopped[run_id] = run
+                    finished.append(run)
+                while len(self._stopped) > self._max_stopped:
+                    self._stopped.popitem(last=False)
+                self._publish_users()
+
+        self.sampler.sweep(after=finish_all)
+        for run in finished:
+            if self._finalizer is not None:
+                try:
+                    self._finalizer(run, False)
+                except Exception:
+                    log.exception("run %s: final OTLP flush failed", run.run_id)
+        self.sampler.wake()
+        return [run.seal() for run in finished]
 
     def get(self, run_id: str) -> Run:
         with self._lock:

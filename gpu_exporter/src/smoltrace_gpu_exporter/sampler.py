@@ -370,12 +370,16 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="smoltrace-gpu-sampler", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 2.0, shutdown_backend: bool = True) -> None:
+        """End the loop; then (unless told not to) shut NVML down. `sweep()` still works without
+        the loop, which is how the last boundary sweep of a shutdown is taken."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if not shutdown_backend:
+            return
         try:
             if self.health.nvml_up:
                 self.backend.shutdown()
