@@ -186,7 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _record(self, request: dict[str, Any]) -> None:
+    def _record(self, request: dict[str, Any]) -> bool:
+        """Count the request; True for the runner's preflight probe (kept out of the agents' counters)."""
         script = self.script
         messages = request.get("messages") or []
         with script._lock:
@@ -194,11 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
                 script.auth_seen.add(self.headers["Authorization"])
             if any(PREFLIGHT_MARKER in _text(m.get("content")) for m in messages if isinstance(m, dict)):
                 script.preflight_requests += 1
-                return
+                return True
             script.requests += 1
             script.models_seen.append(str(request.get("model")))
             if script.record_bodies:
                 script.bodies.append(json.dumps(request, ensure_ascii=False))
+            return False
 
     def _special(self, turn: Turn) -> bool:
         """Serve an error/hang/malformed turn; True when the request is done."""
@@ -236,7 +238,7 @@ class _OpenAIHandler(_Handler):
             return
         request = self._body()
         script = self.script
-        self._record(request)
+        probe = self._record(request)
         messages = request.get("messages") or []
         turn = script.next_turn(messages)
         if script.latency_s:
@@ -256,8 +258,8 @@ class _OpenAIHandler(_Handler):
             ]
         completion_tokens = len((turn.content or "").split()) + 5 * len(turn.tool_calls) + 1
         with script._lock:
-            script.prompt_tokens_served += prompt_tokens
-            script.completion_tokens_served += completion_tokens
+            script.prompt_tokens_served += 0 if probe else prompt_tokens
+            script.completion_tokens_served += 0 if probe else completion_tokens
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
         reply = {
             "id": f"chatcmpl-{script.requests}",
@@ -354,7 +356,7 @@ class _OllamaHandler(_Handler):
             )
             return
         script = self.script
-        self._record(request)
+        probe = self._record(request)
         messages = request.get("messages") or [{"role": "user", "content": request.get("prompt", "")}]
         turn = script.next_turn(messages)
         if script.latency_s:
@@ -364,8 +366,8 @@ class _OllamaHandler(_Handler):
         prompt_tokens = _tokens(messages)
         completion_tokens = len((turn.content or "").split()) + 5 * len(turn.tool_calls) + 1
         with script._lock:
-            script.prompt_tokens_served += prompt_tokens
-            script.completion_tokens_served += completion_tokens
+            script.prompt_tokens_served += 0 if probe else prompt_tokens
+            script.completion_tokens_served += 0 if probe else completion_tokens
         message: dict[str, Any] = {"role": "assistant", "content": turn.content or ""}
         if turn.tool_calls:
             message["tool_calls"] = [{"function": {"name": name, "arguments": args}} for name, args in turn.tool_calls]

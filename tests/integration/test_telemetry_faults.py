@@ -15,7 +15,7 @@ import pytest
 import smoltrace.telemetry_session
 from smoltrace import telemetry
 from smoltrace.collector.receiver import OtlpGrpcReceiver
-from tests.fakes.chat_servers import FakeOpenAIServer, Turn, call, final
+from tests.fakes.chat_servers import PREFLIGHT_MARKER, FakeOpenAIServer, Turn, call, final
 from tests.fakes.runner_fixtures import (  # noqa: F401 - fixtures
     cli_command,
     read_json,
@@ -161,7 +161,8 @@ class MeetingScript(HookScript):
         self.met = 0
 
     def next_turn(self, messages: list[dict[str, Any]]) -> Turn:
-        if not any(m.get("role") == "assistant" for m in messages):
+        probe = any(PREFLIGHT_MARKER in str(m.get("content")) for m in messages)  # the runner's preflight, before sampling starts
+        if not probe and not any(m.get("role") == "assistant" for m in messages):
             try:
                 self.barrier.wait()
                 self.met += 1

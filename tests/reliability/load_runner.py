@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.chat_servers import FakeOpenAIServer, Script, Turn, call, error, final
+from tests.fakes.chat_servers import PREFLIGHT_MARKER, FakeOpenAIServer, Script, Turn, call, error, final
 from tests.fakes.runner_fixtures import run_subprocess, subprocess_env, task, write_jsonl
 
 WORKERS = 32
@@ -34,6 +34,8 @@ class FlakyScript(Script):
         self.final_turn = final("It is 20°C and Partly Cloudy in Paris")
 
     def next_turn(self, messages: list[dict[str, Any]]) -> Turn:
+        if any(PREFLIGHT_MARKER in str(m.get("content")) for m in messages):
+            return self.final_turn  # the runner's preflight probe: no error injected (it is not an execution)
         with self.rng_lock:
             roll = self.rng.random()
             status = self.rng.choice([500, 429]) if roll < ERROR_RATE else 200
