@@ -119,3 +119,41 @@ def test_a_failing_batch_fails_each_of_its_calls(tiny_model_dir: Path, monkeypat
     for t in threads:
         t.join(60)
     assert errors == ["out of memory"] * 3
+
+
+def test_a_transformers_that_refuses_the_prompt_cache_still_batches(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5.17 (seen on the lent H200) rejects the shared prompt's KV cache under the
+    name 5.24 uses: every batched call failed. Now the batch runs again without it, gives what
+    each request would have got alone, and prefix caching stays off."""
+    alone = build(tiny_model_dir, 1)
+    requests = [(p, None, 12) for p in PROMPTS]
+    expected = [call(alone, *r) for r in requests]
+
+    batched = build(tiny_model_dir, 8)
+    batcher = batched.model.generate
+    real = batcher._generate
+    refused: list[str] = []
+
+    def old_generate(*args: Any, **kwargs: Any) -> Any:
+        names = [k for k in ("cache", "past_key_values") if k in kwargs]
+        if names:
+            refused.append(names[0])
+            raise ValueError(f"The following `model_kwargs` are not used by the model: {names}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batcher, "_generate", old_generate)
+    barrier = threading.Barrier(len(requests))
+    got: list[Any] = [None] * len(requests)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        got[i] = call(batched, *requests[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert got == expected
+    assert refused, "the prompt cache was never offered"
+    assert batcher._prefill is None and not batcher._prefixes

@@ -32,6 +32,18 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 0.01
 MIN_PREFIX_TOKENS = 64  # shorter shared prompt starts are not worth a cache of their own
 MAX_PREFIXES = 4
+
+
+def _cache_kwarg() -> str:
+    """The name `generate` takes a ready KV cache under: `cache` from transformers 5.24 on
+    (`past_key_values` deprecated), `past_key_values` before (5.17 rejects `cache`)."""
+    try:
+        from transformers.generation.utils import ALL_CACHE_NAMES
+    except ImportError:
+        return "past_key_values"
+    return "cache" if "cache" in ALL_CACHE_NAMES else "past_key_values"
+
+
 _SOLO_KWARGS = ("streamer", "return_dict_in_generate", "output_scores", "output_logits", "num_return_sequences", "num_beams")
 
 
@@ -232,17 +244,32 @@ class GenerateBatcher:
                 batch_cache = copy.deepcopy(cache)
                 if len(batch) > 1:
                     batch_cache.batch_repeat_interleave(len(batch))
-                extra["cache"] = batch_cache
-            stops = _RowStops(batch, width, self._decode, self._eos)
-            out = self._generate(
-                inputs=inputs,
-                attention_mask=mask,
-                max_new_tokens=max(r.max_new_tokens for r in batch),
-                stopping_criteria=StoppingCriteriaList([stops]),
-                pad_token_id=self._pad,
-                **extra,
-                **batch[0].kwargs,
-            )
+                extra[_cache_kwarg()] = batch_cache
+
+            def generate(extra: dict[str, Any]) -> tuple[Any, _RowStops]:
+                stops = _RowStops(batch, width, self._decode, self._eos)
+                out = self._generate(
+                    inputs=inputs,
+                    attention_mask=mask,
+                    max_new_tokens=max(r.max_new_tokens for r in batch),
+                    stopping_criteria=StoppingCriteriaList([stops]),
+                    pad_token_id=self._pad,
+                    **extra,
+                    **batch[0].kwargs,
+                )
+                return out, stops
+
+            try:
+                out, stops = generate(extra)
+            except Exception:
+                if not extra:
+                    raise
+                # this transformers cannot take the shared prompt's cache (seen on 5.17 with a GPU):
+                # the same batch without it, and no prefix caches from now on
+                log.warning("batched generation: the shared-prompt KV cache was refused; continuing without it", exc_info=True)
+                self._prefill = None
+                self._prefixes.clear()
+                out, stops = generate({})
             self.batches.append(len(batch))
             generated = out.shape[1] - width
             for i, r in enumerate(batch):
