@@ -433,7 +433,7 @@ def part_seed(result: Result, args: argparse.Namespace) -> None:
     shutil.rmtree(out, ignore_errors=True)
     command = [
         sys.executable, "-m", "smoltrace.cli", "--provider", "transformers", "--model", str(args.model_dir), "--agent-type", "both",
-        "--enable-otel", "--limit", "2", "--max-steps", "2", "--model-args", "max_new_tokens=160", "--output-dir", str(out),
+        "--enable-otel", "--limit", "2", "--max-steps", "2", "--model-args", f"max_new_tokens={args.max_new_tokens}", "--output-dir", str(out),
         "--output-format", "json", "--quiet",
     ]  # fmt: skip
     result.figure("command", " ".join(command))
@@ -534,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated, from {', '.join(PARTS)} (default {','.join(DEFAULT_PARTS)})"
     )
     parser.add_argument("--load-seconds", type=float, default=10.0, help="GPU load of the energy part (default 10)")
+    parser.add_argument("--max-new-tokens", type=int, default=160, help="generation length of the seed run (default 160, as make demo)")
     parser.add_argument("--shared-seconds", type=float, default=8.0, help="each overlapping run's load (default 8)")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -572,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.finish(f"{type(err).__name__}: {err}")
         return 0
     passthrough = ["--out", str(out), "--load-seconds", str(args.load_seconds), "--shared-seconds", str(args.shared_seconds)]
+    passthrough += ["--max-new-tokens", str(args.max_new_tokens)]
     if args.model_dir:
         passthrough += ["--model-dir", str(Path(args.model_dir).resolve())]
     parts = [Part(n, [sys.executable, __file__, "--part", n, *passthrough], LIMITS[n], child_env()) for n in args.part_names]
