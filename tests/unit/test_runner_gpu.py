@@ -60,6 +60,7 @@ def test_a_disabled_session_does_nothing() -> None:
     report = session.stop()
     assert report.as_dict() == {
         "scope": None,
+        "sampling_run_id": "run-1",
         "tls": False,
         "enabled": False,
         "reason": "off",
