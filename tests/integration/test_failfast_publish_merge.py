@@ -39,7 +39,11 @@ def run_dir_fixture(openai_server, tmp_path: Path) -> Path:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+    """Every file of the run folder, segments included; hub_datasets.json (the dataset names the run
+    claimed on the Hub, kept so that a retry publishes into the same datasets) is bookkeeping, not data."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != "hub_datasets.json"
+    }
 
 
 def one_line(stderr: str) -> str:
@@ -98,9 +102,10 @@ def shard_folder(root: Path, index: int, count: int, status: str = "completed") 
     folder = root / f"shard-{index}"
     folder.mkdir(parents=True)
     meta = {"run_id": "r", "model": "m", "provider": "litellm", "agent_type": "tool", "dataset_used": "d", "dataset_sha256": "x"}
-    meta |= {"shard": {"index": index, "count": count}, "status": status, "config": {}}
+    meta |= {"shard": {"index": index, "count": count}, "status": status, "config": {}, "started_at": "2026-12-04T10:00:00Z"}
     (folder / "metadata.json").write_text(json.dumps(meta), "utf-8")
-    row = {"test_case_uid": f"tool:t{index}", "test_index": index, "success": True}
+    row = {"test_case_uid": f"tool:t{index}", "test_index": index, "success": True, "task_id": f"t{index}", "agent_type": "tool"}
+    row |= {"model": "m", "evaluation_date": "2026-12-04T10:00:01Z", "prompt": "p", "run_id": "r"}  # a valid ResultRow
     (folder / "results.json").write_text(json.dumps([row]), "utf-8")
     return folder
 

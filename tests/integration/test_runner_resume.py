@@ -136,14 +136,15 @@ def test_resume_of_a_finished_run_runs_nothing(openai_server, tmp_path: Path) ->
     run = run_main(["--model", "openai/fake", "--api-base", server.api_base, "--dataset-name", str(dataset), "--quiet"], tmp_path / "out")
     assert run.rc == 0
     before = script.requests, script.preflight_requests
-    files = {p.name: p.read_bytes() for p in run.run_dir.iterdir()}
+    files = {str(p.relative_to(run.run_dir)): p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()}
     again = run_main(["--resume", str(run.run_dir), "--quiet", "--api-base", server.api_base], tmp_path / "ignored")
     assert again.rc == 0
     assert "Nothing to resume" in again.stdout and "is complete (12/12 passed)" in again.stdout
     assert (script.requests, script.preflight_requests) == before, "no request at all, not even the preflight"
     assert [r["test_case_uid"] for r in run.results] == uids
     assert not (tmp_path / "ignored").exists(), "a resumed run stays in its folder"
-    assert {p.name: p.read_bytes() for p in run.run_dir.iterdir()} == files, "a no-op: no file rewritten"
+    after = {str(p.relative_to(run.run_dir)): p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()}
+    assert after == files, "a no-op: no file rewritten"
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

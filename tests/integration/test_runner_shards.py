@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from smoltrace.config import ConfigError, parse_shard
-from smoltrace.merge import MergeError, combine_gpu_summaries, merge_runs
+from smoltrace.merge import MergeError, merge_runs
+from smoltrace.records import GpuSummary, Stats, combine_gpu_summaries
 from tests.fakes.chat_servers import FakeOpenAIServer, Script, call, code, final
 from tests.fakes.runner_fixtures import cli_command, read_json, runner_env_fixture, subprocess_env  # noqa: F401
 
@@ -144,7 +145,18 @@ def test_gpu_summaries_add_up() -> None:
         "sample_count": 1,
         "power_watts": {"avg": 200.0, "min": 200.0, "max": 200.0, "count": 1},
     }
-    merged = combine_gpu_summaries([a, b, None])
-    assert merged["energy_joules"] == 15.0 and merged["co2_grams"] == 1.5 and merged["sample_count"] == 4
-    assert merged["power_watts"] == {"avg": 125.0, "min": 90.0, "max": 200.0, "count": 4}
-    assert combine_gpu_summaries([None, {}]) is None
+    merged = combine_gpu_summaries([GpuSummary.model_validate(a), GpuSummary.model_validate(b), None])
+    assert merged is not None
+    assert merged.energy_joules == 15.0 and merged.co2_grams == 1.5 and merged.sample_count == 4 and merged.segments == 2
+    # no sampled time known: weighted by samples
+    assert merged.power_watts == Stats(avg=125.0, min=90.0, max=200.0, count=4)
+    # with sampled time: weighted by time (30 s at 100 W, 10 s at 200 W), not by sample count
+    timed = combine_gpu_summaries(
+        [GpuSummary.model_validate({**a, "duration_seconds": 30.0}), GpuSummary.model_validate({**b, "duration_seconds": 10.0})]
+    )
+    assert timed is not None and timed.power_watts is not None and timed.power_watts.avg == 125.0
+    timed = combine_gpu_summaries(
+        [GpuSummary.model_validate({**a, "duration_seconds": 10.0}), GpuSummary.model_validate({**b, "duration_seconds": 30.0})]
+    )
+    assert timed is not None and timed.power_watts is not None and timed.power_watts.avg == 175.0
+    assert combine_gpu_summaries([None, None]) is None

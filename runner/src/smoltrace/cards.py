@@ -1,8 +1,9 @@
 """Dataset cards (README.md) for the published datasets.
 
 Each card says what the dataset holds, lists the schema that is really in the Parquet file (read
-from the Arrow table being published, so it cannot drift), shows how to load it, and records the
-run's model, provider, task dataset, revision and versions.
+from the Arrow table being published, so it cannot drift) with each column's meaning, unit and
+null rule from the run records, shows how to load it, and records the run's model, provider,
+task dataset, revision and versions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import pyarrow as pa
 
 from . import __version__
 from .outputs import GPU_COLUMN_RULES
+from .records import LeaderboardRow, MetricRow, Record, ResultRow, TraceDoc, field_docs
+
+# the record each dataset's rows come from
+RECORDS: dict[str, type[Record]] = {"results": ResultRow, "traces": TraceDoc, "metrics": MetricRow, "leaderboard": LeaderboardRow}
 
 DESCRIPTIONS = {
     "results": "One row per task execution of a smoltrace evaluation run: the task, what the agent did "
@@ -46,9 +51,18 @@ def _type(kind: pa.DataType, name: str = "") -> str:
     return {"int64": "int64", "double": "float64", "bool": "bool", "string": "string"}.get(str(kind), str(kind))
 
 
-def schema_table(table: pa.Table) -> str:
-    lines = ["| column | type |", "|---|---|"]
-    lines += [f"| `{field.name}` | {_type(field.type)} |" for field in table.schema]
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def schema_table(table: pa.Table, kind: str | None = None) -> str:
+    """The columns really in the Parquet file, with what each means, its unit and when it is
+    null — from the run record the rows come from (`records.py`)."""
+    docs = field_docs(RECORDS[kind]) if kind in RECORDS else {}
+    lines = ["| column | type | unit | meaning | null when |", "|---|---|---|---|---|"]
+    for field in table.schema:
+        meaning, unit, null = docs.get(field.name, ("", "", ""))
+        lines.append(f"| `{field.name}` | {_type(field.type)} | {_cell(unit)} | {_cell(meaning)} | {_cell(null)} |")
     return "\n".join(lines)
 
 
@@ -117,7 +131,7 @@ def render_card(kind: str, table: pa.Table, metadata: Mapping[str, Any], names: 
         "",
         "## Schema",
         "",
-        schema_table(table),
+        schema_table(table, kind),
         "",
         *run_lines,
         "",

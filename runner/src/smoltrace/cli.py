@@ -7,6 +7,7 @@ import time
 
 PROCESS_T0 = time.perf_counter()
 
+import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -73,25 +74,30 @@ def resolve_output_format(config: EvalConfig, hf_token: str | None) -> EvalConfi
     return config
 
 
-def publish_run(run_dir: Path, token: str, private: bool, user: str | None = None) -> int:
+def publish_run(run_dir: Path, token: str, private: bool, user: str | None = None, *, force: bool = False) -> int:
     """Publish a run folder; prints the datasets, or why not and how to retry."""
-    from .hub import HubPublisher, describe_failure
-    from .outputs import METADATA, read_json, write_json_atomic
+    from .hub import HubPublisher, PublishRefused, describe_failure
+    from .run_folder import PUBLISH, RunFolder, RunFolderError
 
     try:
-        report = HubPublisher(token, private=private).publish(run_dir, user)
+        report = HubPublisher(token, private=private).publish(run_dir, user, force=force)
+    except PublishRefused as err:
+        error(f"not published: {err}")
+        for finding in err.findings:
+            print(f"  - {finding}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
     except Exception as err:  # every Hub failure is one line (the files stay as they are)
         logging.getLogger(__name__).debug("publishing failed", exc_info=True)
         what, bad_token = describe_failure(err)
         error(f"publishing to the Hub failed: {what}")
         print(f"The local results are complete in {run_dir}; publish them later with:  smoltrace-eval publish {run_dir}", flush=True)
         return EXIT_INPUT if bad_token else EXIT_PUBLISH_FAILED
-    write_json_atomic(run_dir / "publish.json", report.as_dict())
+    folder = RunFolder(run_dir)
     try:
-        meta = read_json(run_dir / METADATA)
-        meta["published"] = report.as_dict()
-        write_json_atomic(run_dir / METADATA, meta)
-    except (OSError, ValueError):
+        folder.write_json(PUBLISH, report.as_dict())
+        meta = folder.read_metadata()
+        folder.write_metadata(meta.with_(published=report.as_dict()))
+    except (OSError, RunFolderError):
         pass
     for kind, repo in report.datasets.items():
         if not repo:
@@ -100,28 +106,38 @@ def publish_run(run_dir: Path, token: str, private: bool, user: str | None = Non
     return EXIT_OK
 
 
-def publish_main(argv: Sequence[str]) -> int:
-    """`smoltrace-eval publish RUN_DIR`: publish (or re-publish) a run folder to the Hub."""
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(
-        prog="smoltrace-eval publish", description="Publish a run folder to the Hugging Face Hub (idempotent)."
-    )
-    parser.add_argument("run_dir", help="the run folder (with metadata.json and results.json)")
+def _hub_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-token-file", help="read the token from this file (else $HF_TOKEN)")
     visibility = parser.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=None, help="private datasets (the default)")
     visibility.add_argument("--public", dest="private", action="store_false")
+
+
+def _token(hf_token_file: str | None) -> str | None:
+    probe = EvalConfig(model="-", hf_token_file=hf_token_file)
+    return read_hf_token(probe)
+
+
+def publish_main(argv: Sequence[str]) -> int:
+    """`smoltrace-eval publish RUN_DIR`: publish (or re-publish) a run folder to the Hub."""
+    parser = argparse.ArgumentParser(
+        prog="smoltrace-eval publish", description="Publish a run folder to the Hugging Face Hub (idempotent)."
+    )
+    parser.add_argument("run_dir", help="the run folder (with metadata.json and results.json)")
+    _hub_flags(parser)
+    parser.add_argument("--force", action="store_true", help="publish even if the run fails its integrity checks")
     args = parser.parse_args(argv)
+    from .run_folder import RunFolder, RunFolderError
+
     run_dir = Path(args.run_dir)
-    if not (run_dir / "metadata.json").is_file() or not (run_dir / "results.json").is_file():
-        error(f"{run_dir} is not a finished smoltrace run folder (metadata.json and results.json are needed)")
+    try:
+        RunFolder.open(run_dir, finished=True).read_metadata()
+    except RunFolderError as err:
+        error(str(err))
         return EXIT_INPUT
     # the folder is data: the token file and the visibility come from this command line only
-    probe = EvalConfig(model="-", hf_token_file=args.hf_token_file)
     try:
-        token = read_hf_token(probe)
+        token = _token(args.hf_token_file)
     except ConfigError as err:
         error(str(err))
         return EXIT_INPUT
@@ -130,37 +146,52 @@ def publish_main(argv: Sequence[str]) -> int:
         return EXIT_INPUT
     _quiet_libraries(False)
     private = args.private if args.private is not None else True
-    return publish_run(run_dir, token, private)
+    return publish_run(run_dir, token, private, force=args.force)
 
 
 def merge_main(argv: Sequence[str]) -> int:
-    """`smoltrace-eval merge OUT_DIR SHARD_DIR...`: one run folder from the shards of a run."""
-    import argparse
-
+    """`smoltrace-eval merge OUT_DIR SHARD_DIR...`: one run folder from the shards of a run; with a
+    Hugging Face token (or --output-format hub) the merged run is published — a shard never is."""
     parser = argparse.ArgumentParser(
         prog="smoltrace-eval merge", description="Combine the run folders of a sharded run (--shard I/N) into one."
     )
     parser.add_argument("out_dir", help="the merged run folder to write")
     parser.add_argument("shard_dirs", nargs="+", help="the shards' run folders")
     parser.add_argument(
+        "--output-format", choices=("json", "hub"), default=None, help="hub: publish the merged run (default when a token is set)"
+    )
+    parser.add_argument(
         "--allow-partial",
         action="store_true",
         help="merge even when shards are missing or did not complete; the run is marked partial (metadata, leaderboard status, report)",
     )
+    _hub_flags(parser)
     args = parser.parse_args(argv)
     from .merge import MergeError, merge_runs
+    from .run_folder import RunFolder
 
+    try:
+        token = _token(args.hf_token_file)
+    except ConfigError as err:
+        error(str(err))
+        return EXIT_INPUT
+    if args.output_format == "hub" and not token:
+        error("--output-format hub needs a Hugging Face token: set HF_TOKEN or pass --hf-token-file (or use --output-format json)")
+        return EXIT_INPUT
     try:
         out = merge_runs(Path(args.out_dir), [Path(d) for d in args.shard_dirs], allow_partial=args.allow_partial)
     except MergeError as err:
         error(str(err))
         return EXIT_INPUT
-    from .outputs import read_json
-
-    meta = read_json(out / "metadata.json")
-    print(f"Merged {len(args.shard_dirs)} shard(s) into {out} ({meta.get('passed')}/{meta.get('num_results')} passed)", flush=True)
-    if meta.get("partial"):
-        print(f"[WARN] partial run (--allow-partial): {meta['partial']}", flush=True)
+    meta = RunFolder(out).read_metadata()
+    print(f"Merged {len(args.shard_dirs)} shard(s) into {out} ({meta.passed}/{meta.num_results} passed)", flush=True)
+    if meta.partial:
+        print(f"[WARN] partial run (--allow-partial): {meta.partial}", flush=True)
+    publish = args.output_format == "hub" or (args.output_format is None and token is not None)
+    if publish and token:
+        _quiet_libraries(False)
+        private = args.private if args.private is not None else True
+        return publish_run(out, token, private)
     return EXIT_OK
 
 
@@ -186,10 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             from .resume import resume_config
+            from .run_folder import METADATA, RunFolder, RunFolderError
 
             run_dir = Path(config.resume)
-            if not (run_dir / "metadata.json").is_file():
-                raise ConfigError(f"--resume {run_dir}: not a smoltrace run folder (no metadata.json)")
+            try:
+                RunFolder.open(run_dir)
+            except RunFolderError:
+                raise ConfigError(f"--resume {run_dir}: not a smoltrace run folder (no {METADATA})") from None
             config = resume_config(run_dir, config, argv)
         hf_token = read_hf_token(config)
         config = resolve_output_format(config, hf_token)
@@ -212,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: EvalConfig, hf_token: str | None, redactor: Any) -> int:
     _quiet_libraries(config.debug)
     hub_user = None
-    if config.output_format == "hub":  # a bad token is found before any task runs
+    if config.output_format == "hub" and config.shard is None:  # a bad token is found before any task runs
         from .hub import HubPublisher, PublishError
 
         try:
@@ -275,7 +309,7 @@ def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, re
         print(f"Report:  {outcome.run_dir / 'report.html'}", flush=True)
     if outcome.stop is not None and outcome.stop.kind != "signal":
         error(f"run stopped: {outcome.stop.detail}; nothing was published")
-        budget = outcome.metadata.get("budget") or {}
+        budget = (outcome.metadata.budget if outcome.metadata is not None else None) or {}
         if budget.get("flag"):
             print(
                 f"No new task was started once the budget was reached; the running ones finished. Continue with a higher budget:"
@@ -288,7 +322,13 @@ def _evaluate(config: EvalConfig, hf_token: str | None, hub_user: str | None, re
     if outcome.interrupted:
         print(f"Interrupted: continue with  smoltrace-eval --resume {outcome.run_dir}", flush=True)
         return outcome.stop.exit_code if outcome.stop else EXIT_INTERRUPTED
-    if config.output_format == "hub" and hf_token:
+    if config.output_format == "hub" and hf_token and config.shard is not None:
+        print(
+            f"Shard {config.shard[0]}/{config.shard[1]}: local files only; `smoltrace-eval merge OUT_DIR SHARD_DIR...` "
+            "publishes the run once every shard is done",
+            flush=True,
+        )
+    elif config.output_format == "hub" and hf_token:
         return publish_run(outcome.run_dir, hf_token, config.private, hub_user)
     return EXIT_OK
 

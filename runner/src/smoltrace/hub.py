@@ -3,7 +3,14 @@
 - `{user}/smoltrace-results-{ts}`, `-traces-{ts}`, `-metrics-{ts}` (ts = the run's UTC start,
   `YYYYmmdd_HHMMSS`) and `{user}/smoltrace-leaderboard`; private by default (`--public` to
   change), the leaderboard too when it is created.
-- One commit per dataset: `data/train-00000-of-00001.parquet` and `README.md` together.
+- A run's datasets are its own: each holds `smoltrace_run.json` (the run id). When the names are
+  taken by another run (two runs started in the same second), the run uses
+  `...-{ts}-{8 hex of its run id}`; creating a dataset that exists for another run is a
+  conflict, never an overwrite. The names chosen are kept in `publish.json` and reused.
+- Only complete runs are published: a shard never is (`merge` publishes the merged run), and a
+  run failing its integrity checks is refused (`PublishRefused`, exit 2) unless `--force`.
+- The Arrow schemas come from the run records (`records.py`).
+- One commit per dataset: `data/train-00000-of-00001.parquet`, `README.md` and the marker together.
 - The leaderboard is append-only: each run adds `data/<run_id>.parquet` (one row, fixed versioned
   schema), so concurrent runs never overwrite each other; publishing the same run again rewrites
   the same files (no duplicate rows anywhere).
@@ -14,6 +21,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -30,6 +38,9 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .cards import render_card
+from .records import LeaderboardRow, MetricRow, ResultRow, RunMetadata, TraceDoc
+from .records import arrow_schema as arrow_schema
+from .run_folder import HUB_NAMES, PUBLISH, RunFolder, RunFolderError
 from .trace_schema import span_type, span_value
 
 log = logging.getLogger(__name__)
@@ -44,134 +55,10 @@ class PublishError(Exception):
 
 
 # -- schemas ----------------------------------------------------------------------------------
-RESULTS_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("evaluation_date", pa.string()),
-        ("task_id", pa.string()),
-        ("test_case_uid", pa.string()),
-        ("agent_type", pa.string()),
-        ("difficulty", pa.string()),
-        ("prompt", pa.string()),
-        ("success", pa.bool_()),
-        ("tool_called", pa.bool_()),
-        ("correct_tool", pa.bool_()),
-        ("final_answer_called", pa.bool_()),
-        ("response_correct", pa.bool_()),
-        ("tools_used", pa.list_(pa.string())),
-        ("steps", pa.int64()),
-        ("response", pa.string()),
-        ("error", pa.string()),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("run_id", pa.string()),
-        ("execution_time_ms", pa.float64()),
-        ("total_tokens", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("enhanced_trace_info", pa.string()),
-        ("provider", pa.string()),
-        ("test_index", pa.int64()),
-        ("expected_tool", pa.string()),
-        ("expected_tool_calls", pa.int64()),
-        ("expected_keywords", pa.list_(pa.string())),
-        ("expected_answer", pa.string()),
-        ("failure_reason", pa.string()),
-        ("error_type", pa.string()),
-        ("attempts", pa.int64()),
-        ("retries", pa.int64()),
-        ("duration_ms", pa.float64()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("energy_j", pa.float64()),
-        ("co2_g", pa.float64()),
-        ("started_at", pa.string()),
-        ("finished_at", pa.string()),
-        ("start_time_unix_nano", pa.int64()),
-        ("end_time_unix_nano", pa.int64()),
-    ]
-)
-TRACES_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("run_id", pa.string()),
-        ("root_span_id", pa.string()),
-        ("test_ids", pa.list_(pa.string())),
-        ("test_case_uids", pa.list_(pa.string())),
-        ("agent_type", pa.string()),
-        ("span_count", pa.int64()),
-        ("model_calls", pa.int64()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("total_tokens", pa.int64()),
-        ("total_duration_ms", pa.float64()),
-        ("total_cost_usd", pa.float64()),
-        ("start_time", pa.int64()),
-        ("end_time", pa.int64()),
-        ("incomplete", pa.bool_()),
-        ("spans", pa.list_(span_type([]))),  # attribute structs: see traces_schema
-    ]
-)
-METRICS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("service_name", pa.string()),
-        ("timestamp", pa.string()),
-        ("timestamp_unix_nano", pa.string()),
-        ("gpu_id", pa.string()),
-        ("gpu_name", pa.string()),
-        ("gpu_uuid", pa.string()),
-        ("gpu_utilization_percent", pa.float64()),
-        ("gpu_memory_used_mib", pa.float64()),
-        ("gpu_memory_total_mib", pa.float64()),
-        ("gpu_temperature_celsius", pa.float64()),
-        ("gpu_power_watts", pa.float64()),
-        ("co2_emissions_gco2e", pa.float64()),
-        ("power_cost_usd", pa.float64()),
-        ("gpu_energy_joules", pa.float64()),
-    ]
-)
-LEADERBOARD_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int64()),
-        ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("agent_type", pa.string()),
-        ("provider", pa.string()),
-        ("timestamp", pa.string()),
-        ("submitted_by", pa.string()),
-        ("use_case", pa.string()),
-        ("team", pa.string()),
-        ("purpose", pa.string()),
-        ("suite_version", pa.string()),
-        ("results_dataset", pa.string()),
-        ("traces_dataset", pa.string()),
-        ("metrics_dataset", pa.string()),
-        ("dataset_used", pa.string()),
-        ("total_tests", pa.int64()),
-        ("successful_tests", pa.int64()),
-        ("failed_tests", pa.int64()),
-        ("success_rate", pa.float64()),
-        ("avg_steps", pa.float64()),
-        ("avg_duration_ms", pa.float64()),
-        ("total_duration_ms", pa.float64()),
-        ("total_tokens", pa.int64()),
-        ("avg_tokens_per_test", pa.int64()),
-        ("total_cost_usd", pa.float64()),
-        ("avg_cost_per_test_usd", pa.float64()),
-        ("co2_emissions_g", pa.float64()),
-        ("power_cost_total_usd", pa.float64()),
-        ("energy_j", pa.float64()),
-        ("gpu_utilization_avg", pa.float64()),
-        ("gpu_utilization_max", pa.float64()),
-        ("gpu_memory_avg_mib", pa.float64()),
-        ("gpu_memory_max_mib", pa.float64()),
-        ("gpu_temperature_avg", pa.float64()),
-        ("gpu_temperature_max", pa.float64()),
-        ("gpu_power_avg_w", pa.float64()),
-        ("notes", pa.string()),
-        ("status", pa.string()),
-    ]
-)
+RESULTS_SCHEMA = arrow_schema(ResultRow)
+TRACES_SCHEMA = arrow_schema(TraceDoc, extra=[pa.field("spans", pa.list_(span_type([])))])  # attribute structs: see traces_schema
+METRICS_SCHEMA = arrow_schema(MetricRow)
+LEADERBOARD_SCHEMA = arrow_schema(LeaderboardRow)
 
 
 def _coerce(value: Any, kind: pa.DataType) -> Any:
@@ -230,11 +117,18 @@ def run_timestamp(metadata: Mapping[str, Any]) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
 
 
-def dataset_names(user: str, timestamp: str) -> dict[str, str]:
+def run_suffix(run_id: str) -> str:
+    """A short, stable suffix from the run id (8 hex of its SHA-256)."""
+    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:8]
+
+
+def dataset_names(user: str, timestamp: str, suffix: str = "") -> dict[str, str]:
+    """SMOLTRACE's names: `{user}/smoltrace-{results,traces,metrics}-<UTC start>[-<suffix>]`."""
+    tail = f"{timestamp}-{suffix}" if suffix else timestamp
     return {
-        "results": f"{user}/smoltrace-results-{timestamp}",
-        "traces": f"{user}/smoltrace-traces-{timestamp}",
-        "metrics": f"{user}/smoltrace-metrics-{timestamp}",
+        "results": f"{user}/smoltrace-results-{tail}",
+        "traces": f"{user}/smoltrace-traces-{tail}",
+        "metrics": f"{user}/smoltrace-metrics-{tail}",
         "leaderboard": f"{user}/{LEADERBOARD}",
     }
 
@@ -243,6 +137,16 @@ def dataset_names(user: str, timestamp: str) -> dict[str, str]:
 def _status(err: BaseException) -> int | None:
     response = getattr(err, "response", None)
     return getattr(response, "status_code", None)
+
+
+def _retry_after(err: BaseException) -> float | None:
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, min(float(value), 60.0)) if value else None
+    except ValueError:
+        return None
 
 
 def describe_failure(err: BaseException) -> tuple[str, bool]:
@@ -273,16 +177,6 @@ def describe_failure(err: BaseException) -> tuple[str, bool]:
     if names & {"ReadTimeout", "Timeout", "TimeoutException", "TimeoutError"}:
         return "the Hub did not answer in time", False
     return f"{type(err).__name__}: {first}", False
-
-
-def _retry_after(err: BaseException) -> float | None:
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return max(0.0, min(float(value), 60.0)) if value else None
-    except ValueError:
-        return None
 
 
 @dataclass(slots=True)
@@ -317,6 +211,17 @@ class HubRetry:
 
 
 # -- publishing -------------------------------------------------------------------------------
+MARKER = "smoltrace_run.json"  # in each run dataset: which run owns it
+
+
+class PublishRefused(PublishError):
+    """The run must not be published as it is (a shard, or integrity errors); exit 2."""
+
+    def __init__(self, message: str, findings: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.findings = list(findings)
+
+
 @dataclass(slots=True)
 class PublishReport:
     user: str
@@ -325,9 +230,11 @@ class PublishReport:
     rows: dict[str, int] = field(default_factory=dict)
     private: bool = True
     published_at: str = ""
+    run_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "user": self.user,
             "datasets": self.datasets,
             "commits": self.commits,
@@ -335,13 +242,6 @@ class PublishReport:
             "private": self.private,
             "published_at": self.published_at,
         }
-
-
-def _read(run_dir: Path, name: str, default: Any) -> Any:
-    path = run_dir / name
-    if not path.exists():
-        return default
-    return json.loads(path.read_text("utf-8"))
 
 
 class HubPublisher:
@@ -359,12 +259,13 @@ class HubPublisher:
             raise PublishError("the Hub token does not identify a user")
         return str(name)
 
-    def _commit(self, repo_id: str, files: Mapping[str, bytes], message: str, private: bool) -> str:
+    def _commit(self, repo_id: str, files: Mapping[str, bytes], message: str, *, create: bool = False) -> str:
         from huggingface_hub import CommitOperationAdd
 
-        self.retry.call(
-            f"create_repo {repo_id}", lambda: self.api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        )
+        if create:
+            self.retry.call(
+                f"create_repo {repo_id}", lambda: self.api.create_repo(repo_id, repo_type="dataset", private=self.private, exist_ok=True)
+            )
         operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
         info = self.retry.call(
             f"commit to {repo_id}",
@@ -372,54 +273,122 @@ class HubPublisher:
         )
         return str(getattr(info, "oid", "") or "")
 
-    def publish(self, run_dir: Path, user: str | None = None) -> PublishReport:
-        """Publish a run folder; raises PublishError (the folder is untouched either way)."""
+    # -- names: a run's datasets are its own ---------------------------------------------------
+    def _owner(self, repo_id: str) -> str | None:
+        """The run id recorded in an existing dataset (None: no marker, e.g. being created)."""
+        import tempfile
+
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+        with tempfile.TemporaryDirectory(prefix="smoltrace-hub-") as tmp:
+            try:
+                path = self.retry.call(
+                    f"read {repo_id}/{MARKER}",
+                    lambda: self.api.hf_hub_download(repo_id, MARKER, repo_type="dataset", cache_dir=tmp),
+                )
+                owner = json.loads(Path(path).read_text("utf-8")).get("run_id")
+            except (EntryNotFoundError, RepositoryNotFoundError, ValueError, OSError):
+                return None
+        return str(owner) if owner else None
+
+    def _claim(self, repo_id: str, run_id: str) -> bool:
+        """Create the dataset for this run; True if it is (now, or already) this run's."""
         from huggingface_hub.errors import HfHubHTTPError
 
-        metadata = _read(run_dir, "metadata.json", None)
-        results = _read(run_dir, "results.json", None)
-        if metadata is None or results is None:
-            raise PublishError(f"{run_dir} is not a finished smoltrace run folder (metadata.json and results.json are needed)")
-        traces = _read(run_dir, "traces.json", [])
-        metric_rows = _read(run_dir, "metrics_rows.json", [])
-        board = _read(run_dir, "leaderboard_row.json", {})
+        try:
+            self.retry.call(
+                f"create_repo {repo_id}", lambda: self.api.create_repo(repo_id, repo_type="dataset", private=self.private, exist_ok=False)
+            )
+            return True
+        except HfHubHTTPError as err:
+            if _status(err) != 409:
+                raise
+        return self._owner(repo_id) == run_id  # an existing dataset is reused only by the run that made it
+
+    def choose_names(self, folder: RunFolder, user: str, metadata: RunMetadata, kinds: Sequence[str]) -> dict[str, str]:
+        """`{user}/smoltrace-{kind}-<UTC start>`, or with a short run-id suffix when those names
+        belong to another run; names once chosen (publish.json) are reused, so re-publishing the
+        same run is idempotent. Creating an existing dataset of another run is never an overwrite."""
+        run_id = metadata.run_id
+        stored = _stored_names(folder, user, run_id)
+        if stored is not None:
+            return stored
+        timestamp = run_timestamp(metadata.model_dump())
+        for names in (dataset_names(user, timestamp), dataset_names(user, timestamp, run_suffix(run_id))):
+            if all(self._claim(names[kind], run_id) for kind in kinds):
+                _save_names(folder, user, run_id, names)
+                return names
+        raise PublishError(
+            f"the datasets {dataset_names(user, timestamp)['results']} and its run-id variant already belong to other runs; "
+            "nothing was overwritten"
+        )
+
+    def publish(self, run_dir: Path, user: str | None = None, *, force: bool = False) -> PublishReport:
+        """Publish a finished run folder; raises PublishError (the folder's data is untouched either way)
+        or PublishRefused (a shard, or a run that fails its integrity checks, unless `force`)."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        from .integrity import check_folder
+
+        try:
+            folder = RunFolder.open(run_dir, finished=True)
+            metadata = folder.read_metadata()
+            results = folder.read_results()
+            traces = folder.read_traces()
+            metric_rows: list[dict[str, Any]] = [r.to_json() for r in folder.read_metric_rows()]
+            board = folder.read_leaderboard()
+            integrity = check_folder(folder)
+        except RunFolderError as err:
+            raise PublishError(str(err)) from err
+        if metadata.shard is not None:
+            raise PublishRefused(
+                f"{run_dir} is shard {metadata.shard.get('index')}/{metadata.shard.get('count')} of run {metadata.run_id}: "
+                "a shard is never published; merge the shards (smoltrace-eval merge OUT SHARD...) and publish the merged run"
+            )
+        if not integrity.ok and not force:
+            raise PublishRefused(
+                f"{run_dir} fails its integrity checks ({len(integrity.errors)} error(s)); fix the run or publish with --force",
+                [f"{f.check}: {f.message}" + (f" ({', '.join(f.items[:5])})" if f.items else "") for f in integrity.errors],
+            )
+        if not results:
+            raise PublishError(f"{run_dir} has no results to publish")
+        if board is None:
+            raise PublishError(f"{run_dir} has no leaderboard_row.json")
+        run_id = metadata.run_id
         try:
             user = user or self.whoami()
-            names = dataset_names(user, run_timestamp(metadata))
-            report = PublishReport(user=user, datasets=names, private=self.private)
-            run_id = str(metadata.get("run_id") or "")
-            if not results:
-                raise PublishError(f"{run_dir} has no results to publish")
+            kinds = ["results", "metrics"] + (["traces"] if traces else [])
+            names = dict(self.choose_names(folder, user, metadata, kinds))
+            report = PublishReport(user=user, datasets=names, private=self.private, run_id=run_id)
             # datasets cannot load a Parquet file of 0 rows: a run without traces publishes no traces
             # dataset (the leaderboard says so), and one without GPU samples publishes a single row
             # whose GPU columns are null (SMOLTRACE users expect a metrics dataset for every run).
             if not traces:
                 names["traces"] = ""
             if not metric_rows:
-                metric_rows = [{"run_id": run_id, "service_name": "smoltrace-eval", "timestamp": metadata.get("started_at")}]
-            board = dict(
-                board,
+                metric_rows = [{"run_id": run_id, "service_name": "smoltrace-eval", "timestamp": metadata.started_at}]
+            board = board.with_(
                 submitted_by=user,
                 results_dataset=names["results"],
                 traces_dataset=names["traces"] or None,
                 metrics_dataset=names["metrics"],
             )
-            tables = {"results": to_table(results, RESULTS_SCHEMA), "metrics": to_table(metric_rows, METRICS_SCHEMA)}
+            meta_dict = metadata.to_json()
+            tables = {"results": to_table([r.to_json() for r in results], RESULTS_SCHEMA), "metrics": to_table(metric_rows, METRICS_SCHEMA)}
             if traces:
-                tables["traces"] = traces_table(traces)
+                tables["traces"] = traces_table([t.to_json() for t in traces])
+            marker = json.dumps({"run_id": run_id, "schema_version": metadata.schema_version}).encode("utf-8")
             for kind, table in tables.items():
-                card = render_card(kind, table, metadata, names)
-                files = {DATA_FILE: parquet_bytes(table), "README.md": card.encode("utf-8")}
-                report.commits[kind] = self._commit(
-                    names[kind], files, f"smoltrace {kind} for run {run_id} ({metadata.get('model')})", self.private
-                )
+                card = render_card(kind, table, meta_dict, names)
+                files = {DATA_FILE: parquet_bytes(table), "README.md": card.encode("utf-8"), MARKER: marker}
+                report.commits[kind] = self._commit(names[kind], files, f"smoltrace {kind} for run {run_id} ({metadata.model})")
                 report.rows[kind] = table.num_rows
-            board_table = to_table([board], LEADERBOARD_SCHEMA)
+            board_table = to_table([board.to_json()], LEADERBOARD_SCHEMA)
             files = {f"data/{_safe(run_id)}.parquet": parquet_bytes(board_table)}
             if not self._has_card(names["leaderboard"]):
-                files["README.md"] = render_card("leaderboard", board_table, metadata, names).encode("utf-8")
+                files["README.md"] = render_card("leaderboard", board_table, meta_dict, names).encode("utf-8")
             report.commits["leaderboard"] = self._commit(
-                names["leaderboard"], files, f"smoltrace leaderboard row for run {run_id} ({metadata.get('model')})", self.private
+                names["leaderboard"], files, f"smoltrace leaderboard row for run {run_id} ({metadata.model})", create=True
             )
             report.rows["leaderboard"] = 1
         except HfHubHTTPError as err:
@@ -434,6 +403,35 @@ class HubPublisher:
             return bool(self.api.file_exists(repo_id, "README.md", repo_type="dataset"))
         except Exception:  # noqa: BLE001 - a missing repo, or no answer: write the card
             return False
+
+
+def _stored_names(folder: RunFolder, user: str, run_id: str) -> dict[str, str] | None:
+    """The names this run published under (publish.json) or claimed (hub_datasets.json)."""
+    for name in (PUBLISH, HUB_NAMES):
+        try:
+            stored = folder.read_json(name)
+        except RunFolderError:
+            continue
+        if not isinstance(stored, dict) or stored.get("user") != user or stored.get("run_id") != run_id:
+            continue
+        names = stored.get("datasets")
+        if not isinstance(names, dict) or not all(
+            isinstance(names.get(k), str) and names.get(k) for k in ("results", "metrics", "leaderboard")
+        ):
+            continue
+        out = {str(k): str(v) for k, v in names.items()}
+        if not out.get("traces"):
+            out["traces"] = out["results"].replace("smoltrace-results-", "smoltrace-traces-", 1)
+        return out
+    return None
+
+
+def _save_names(folder: RunFolder, user: str, run_id: str, names: Mapping[str, str]) -> None:
+    """Remember the chosen names before anything is committed (a retry reuses them)."""
+    try:
+        folder.write_json(HUB_NAMES, {"run_id": run_id, "user": user, "datasets": dict(names)})
+    except OSError:
+        log.debug("could not record the chosen dataset names in %s", folder.path, exc_info=True)
 
 
 def _safe(run_id: str) -> str:

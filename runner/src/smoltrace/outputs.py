@@ -1,151 +1,130 @@
-"""Local outputs of a run: the run folder, the checkpoint, results, leaderboard row, metadata.
+"""The run record's rows, computed: result rows, per-task telemetry, the leaderboard row.
 
-Everything is written atomically (temp file in the same folder, fsync, rename), so a crash never
-leaves half a file. The checkpoint (`checkpoint.jsonl`) gets one line per finished execution,
-flushed and fsynced before the next is reported: `--resume RUN_DIR` reads it back, ignoring a
-torn last line, and runs only what is missing.
-Column names follow SMOLTRACE's so existing consumers (TraceMind UI) keep working.
+Pure functions over the records (`records.py`); files are written by `RunFolder`
+(`run_folder.py`). Column names follow SMOLTRACE's so existing consumers (TraceMind UI) keep working.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic  # noqa: F401 - re-exported for evaluate and merge
+from .atomic import write_json_atomic
 from .costs import task_cost
 from .executor import TaskResult
+from .records import LEADERBOARD_SCHEMA_VERSION, GpuSummary, LeaderboardRow, ResultRow, TraceDoc, order_rows
+from .run_folder import (
+    CHECKPOINT,
+    LEADERBOARD_ROW,
+    METADATA,
+    METRIC_ROWS,
+    METRICS,
+    RESULTS,
+    TRACES,
+    Checkpoint,
+    RunUnion,
+    iso,
+    run_dir_name,
+    utc_now,
+)
 
-RESULTS = "results.json"
-TRACES = "traces.json"
-METRICS = "metrics.json"
-METRIC_ROWS = "metrics_rows.json"
-LEADERBOARD_ROW = "leaderboard_row.json"
-METADATA = "metadata.json"
-CHECKPOINT = "checkpoint.jsonl"
-LEADERBOARD_SCHEMA_VERSION = 1
+__all__ = [
+    "CHECKPOINT",
+    "GPU_COLUMN_RULES",
+    "LEADERBOARD_ROW",
+    "LEADERBOARD_SCHEMA_VERSION",
+    "METADATA",
+    "METRICS",
+    "METRIC_ROWS",
+    "RESULTS",
+    "TRACES",
+    "Checkpoint",
+    "RowsReport",
+    "enrich_rows",
+    "gpu_columns",
+    "iso",
+    "leaderboard_row",
+    "order_rows",
+    "read_json",
+    "result_row",
+    "run_dir_name",
+    "segment_energy",
+    "utc_now",
+    "write_json_atomic",
+]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def read_json(path: Any) -> Any:
+    from pathlib import Path
 
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def run_dir_name(model: str, agent_type: str, started: datetime) -> str:
-    """`<model>_<agent type>_<UTC YYYYmmdd_HHMMSS>`; a local model folder is named by its last part."""
-    if ("/" in model or os.sep in model) and Path(model).expanduser().exists():
-        model = Path(model).expanduser().resolve().name
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[:80] or "model"
-    return f"{safe}_{agent_type}_{started.astimezone(UTC).strftime('%Y%m%d_%H%M%S')}"
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text("utf-8"))
+    return json.loads(Path(path).read_text("utf-8"))
 
 
 # -- result rows ------------------------------------------------------------------------------
-def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> dict[str, Any]:
-    """One results.json row: SMOLTRACE's columns, then ours."""
+def _trace_info(trace_id: str | None, root: str | None, tokens: int, duration_ms: float, cost: float | None, spans: int) -> str:
+    return json.dumps(
+        {
+            "trace_id": trace_id,
+            "root_span_id": root,
+            "total_tokens": tokens,
+            "duration_ms": duration_ms,
+            "cost_usd": cost,
+            "span_count": spans,
+        }
+    )
+
+
+def result_row(result: TaskResult, model: str, run_id: str, provider: str) -> ResultRow:
+    """One results.json row from a finished execution."""
     e = result.execution
     task = e.task
+    duration = round(result.duration_ms, 3)
     cost = task_cost(provider, model, result.prompt_tokens, result.completion_tokens)
-    trace_info = {
-        "trace_id": result.trace_id,
-        "root_span_id": result.span_id,
-        "total_tokens": result.total_tokens,
-        "duration_ms": round(result.duration_ms, 3),
-        "cost_usd": cost,
-        "span_count": 0,
-    }
-    return {
-        "model": model,
-        "evaluation_date": result.finished_at,
-        "task_id": task.id,
-        "test_case_uid": e.uid,
-        "agent_type": e.agent_type,
-        "difficulty": task.difficulty,
-        "prompt": task.prompt,
-        "success": result.score.success,
-        "tool_called": result.score.tool_called,
-        "correct_tool": result.score.correct_tool,
-        "final_answer_called": result.score.final_answer_called,
-        "response_correct": result.score.response_correct,
-        "tools_used": list(result.tools_used),
-        "steps": result.steps,
-        "response": result.response,
-        "error": result.error,
-        "trace_id": result.trace_id,
-        "span_id": result.span_id,
-        "run_id": run_id,
-        "execution_time_ms": round(result.duration_ms, 3),
-        "total_tokens": result.total_tokens,
-        "cost_usd": cost,
-        "enhanced_trace_info": json.dumps(trace_info),
-        # ours
-        "provider": provider,
-        "test_index": e.index,
-        "expected_tool": task.expected_tool,
-        "expected_tool_calls": task.expected_tool_calls,
-        "expected_keywords": list(task.expected_keywords),
-        "expected_answer": None if task.expected_answer is None else str(task.expected_answer),
-        "failure_reason": result.score.reason,
-        "error_type": result.error_type,
-        "attempts": result.attempts,
-        "retries": result.retries,
-        "duration_ms": round(result.duration_ms, 3),
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "started_at": result.started_at,
-        "finished_at": result.finished_at,
-        "start_time_unix_nano": result.start_unix_ns,
-        "end_time_unix_nano": result.end_unix_ns,
-    }
-
-
-def order_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per test_case_uid (the last written wins), in plan order."""
-    unique: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        unique[row["test_case_uid"]] = dict(row)
-    return sorted(unique.values(), key=lambda r: (r.get("test_index", 0), r["test_case_uid"]))
-
-
-# -- checkpoint -------------------------------------------------------------------------------
-class Checkpoint:
-    """Append-only journal of finished executions (one JSON row per line)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / CHECKPOINT
-        self._lock = threading.Lock()
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def load(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text("utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-write: that execution runs again
-            if isinstance(row, dict) and "test_case_uid" in row:
-                rows.append(row)
-        return rows
+    return ResultRow(
+        model=model,
+        evaluation_date=result.finished_at,
+        task_id=task.id,
+        test_case_uid=e.uid,
+        agent_type=e.agent_type,
+        difficulty=task.difficulty,
+        prompt=task.prompt,
+        success=result.score.success,
+        tool_called=result.score.tool_called,
+        correct_tool=result.score.correct_tool,
+        final_answer_called=result.score.final_answer_called,
+        response_correct=result.score.response_correct,
+        tools_used=list(result.tools_used),
+        steps=result.steps,
+        response=result.response,
+        error=result.error,
+        trace_id=result.trace_id,
+        span_id=result.span_id,
+        run_id=run_id,
+        execution_time_ms=duration,
+        total_tokens=result.total_tokens,
+        cost_usd=cost,
+        enhanced_trace_info=_trace_info(result.trace_id, result.span_id, result.total_tokens, duration, cost, 0),
+        provider=provider,
+        test_index=e.index,
+        expected_tool=task.expected_tool,
+        expected_tool_calls=task.expected_tool_calls,
+        expected_keywords=list(task.expected_keywords),
+        expected_answer=None if task.expected_answer is None else str(task.expected_answer),
+        failure_reason=result.score.reason,
+        error_type=result.error_type,
+        attempts=result.attempts,
+        retries=result.retries,
+        duration_ms=duration,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        start_time_unix_nano=result.start_unix_ns,
+        end_time_unix_nano=result.end_unix_ns,
+    )
 
 
 # -- leaderboard row --------------------------------------------------------------------------
@@ -199,7 +178,7 @@ def gpu_columns(summary: Mapping[str, Any] | None) -> dict[str, float | None]:
 
 
 def leaderboard_row(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[ResultRow],
     *,
     run_id: str,
     model: str,
@@ -209,102 +188,127 @@ def leaderboard_row(
     submitted_by: str,
     grouping: Mapping[str, str | None],
     datasets: Mapping[str, str],
-    gpu_summary: Mapping[str, Any] | None,
+    gpu_summary: GpuSummary | None,
     timestamp: datetime,
     status: str = "completed",
-) -> dict[str, Any]:
+) -> LeaderboardRow:
     total = len(rows)
-    passed = sum(1 for r in rows if r.get("success"))
-    durations = [float(r.get("duration_ms") or 0.0) for r in rows]
-    tokens = [int(r.get("total_tokens") or 0) for r in rows]
-    costs = [r.get("cost_usd") for r in rows]
-    priced = bool(rows) and all(c is not None for c in costs)  # an unknown price is not a price of 0
-    measured = bool(gpu_summary and gpu_summary.get("gpu_available"))  # else energy and CO2 are unknown
-    return {
-        "schema_version": LEADERBOARD_SCHEMA_VERSION,
-        "run_id": run_id,
-        "model": model,
-        "agent_type": agent_type,
-        "provider": provider,
-        "timestamp": iso(timestamp),
-        "submitted_by": submitted_by,
-        "use_case": grouping.get("use_case"),
-        "team": grouping.get("team"),
-        "purpose": grouping.get("purpose"),
-        "suite_version": grouping.get("suite_version"),
-        "results_dataset": datasets.get("results"),
-        "traces_dataset": datasets.get("traces"),
-        "metrics_dataset": datasets.get("metrics"),
-        "dataset_used": dataset_used,
-        "total_tests": total,
-        "successful_tests": passed,
-        "failed_tests": total - passed,
-        "success_rate": round(100.0 * passed / total, 2) if total else 0.0,
-        "avg_steps": round(_avg([float(r.get("steps") or 0) for r in rows]), 2),
-        "avg_duration_ms": round(_avg(durations), 3),
-        "total_duration_ms": round(sum(durations), 3),
-        "total_tokens": sum(tokens),
-        "avg_tokens_per_test": int(_avg(tokens)),
-        "total_cost_usd": round(sum(float(c) for c in costs), 6) if priced else None,
-        "avg_cost_per_test_usd": round(_avg([float(c) for c in costs]), 6) if priced else None,
-        "co2_emissions_g": round(float(gpu_summary.get("co2_grams", 0.0)), 4) if measured and gpu_summary else None,
-        "power_cost_total_usd": round(float(gpu_summary.get("power_cost_usd", 0.0)), 6) if measured and gpu_summary else None,
-        "energy_j": round(float(gpu_summary.get("energy_joules", 0.0)), 3) if measured and gpu_summary else None,
-        **gpu_columns(gpu_summary),  # one rule per column: GPU_COLUMN_RULES
-        "notes": f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
-        "status": status,  # completed, interrupted, failed, partial (a merge of some shards, --allow-partial)
-    }
+    passed = sum(1 for r in rows if r.success)
+    durations = [float(r.duration_ms or 0.0) for r in rows]
+    tokens = [int(r.total_tokens or 0) for r in rows]
+    costs = [r.cost_usd for r in rows]
+    priced = [float(c) for c in costs if c is not None]
+    known = bool(rows) and len(priced) == len(costs)  # an unknown price is not a price of 0
+    gpu = gpu_summary if gpu_summary is not None and gpu_summary.gpu_available else None  # else energy and CO2 are unknown
+    return LeaderboardRow(
+        schema_version=LEADERBOARD_SCHEMA_VERSION,
+        run_id=run_id,
+        model=model,
+        agent_type=agent_type,
+        provider=provider,
+        timestamp=iso(timestamp),
+        submitted_by=submitted_by,
+        use_case=grouping.get("use_case"),
+        team=grouping.get("team"),
+        purpose=grouping.get("purpose"),
+        suite_version=grouping.get("suite_version"),
+        results_dataset=datasets.get("results"),
+        traces_dataset=datasets.get("traces"),
+        metrics_dataset=datasets.get("metrics"),
+        dataset_used=dataset_used,
+        total_tests=total,
+        successful_tests=passed,
+        failed_tests=total - passed,
+        success_rate=round(100.0 * passed / total, 2) if total else 0.0,
+        avg_steps=round(_avg([float(r.steps or 0) for r in rows]), 2),
+        avg_duration_ms=round(_avg(durations), 3),
+        total_duration_ms=round(sum(durations), 3),
+        total_tokens=sum(tokens),
+        avg_tokens_per_test=int(_avg(tokens)),
+        total_cost_usd=round(sum(priced), 6) if known else None,
+        avg_cost_per_test_usd=round(_avg(priced), 6) if known else None,
+        co2_emissions_g=round(gpu.co2_grams, 4) if gpu else None,
+        power_cost_total_usd=round(gpu.power_cost_usd, 6) if gpu else None,
+        energy_j=round(gpu.energy_joules, 3) if gpu else None,
+        **gpu_columns(gpu.to_json() if gpu else None),  # one rule per column: GPU_COLUMN_RULES
+        notes=f"Evaluation on {timestamp.astimezone(UTC).date().isoformat()}; {total} tests",
+        status=status,  # completed, interrupted, failed, partial (a merge of some shards, --allow-partial)
+    )
 
 
 # -- telemetry into the rows ------------------------------------------------------------------
-def enrich_rows(
-    rows: list[dict[str, Any]],
-    traces: Sequence[Mapping[str, Any]],
-    energy_series: Sequence[tuple[int, float]],
-    gpu_summary: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Per-task figures from the trace (root-span duration, model-span tokens, cost) and the
-    task's share of the GPU energy and CO2. Returns what could not be filled (for metadata)."""
+def segment_energy(
+    rows: Sequence[ResultRow], energy_series: Sequence[tuple[int, float]], gpu_summary: GpuSummary | None
+) -> tuple[dict[str, float], float | None]:
+    """Per-task energy within one segment: the segment's energy series apportioned over the
+    windows of the executions it ran (they sum to the segment's total), and g CO2e per joule."""
     from .collector.documents import apportion_energy
 
-    by_trace = {d["trace_id"]: d for d in traces}
-    by_uid = {uid: d for d in traces for uid in d.get("test_case_uids", [])}
-    missing_traces = []
+    if not energy_series or gpu_summary is None or not gpu_summary.gpu_available:
+        return {}, None
+    total_j = gpu_summary.energy_joules
+    windows = {r.test_case_uid: w for r in rows if (w := r.window) is not None}
+    shares = apportion_energy(energy_series, windows, total_j)
+    return {uid: round(j, 6) for uid, j in shares.items()}, (gpu_summary.co2_grams / total_j if total_j else 0.0)
+
+
+@dataclass(slots=True)
+class RowsReport:
+    """What enriching the rows found (for metadata `telemetry.rows`)."""
+
+    rows_without_trace: list[str] = field(default_factory=list)
+    lost_with_killed_segment: list[str] = field(default_factory=list)
+    energy_attributed: bool = False
+    energy_rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows_without_trace": self.rows_without_trace,
+            "lost_with_killed_segment": self.lost_with_killed_segment,
+            "energy_attributed": self.energy_attributed,
+            "energy_rows": self.energy_rows,
+        }
+
+
+def enrich_rows(rows: Sequence[ResultRow], union: RunUnion) -> tuple[list[ResultRow], RowsReport]:
+    """Per-task figures from the run's traces (root-span duration, model-span tokens, cost) and
+    each task's energy and CO2 as its segment apportioned them."""
+    by_trace = {d.trace_id: d for d in union.traces}
+    by_uid: dict[str, TraceDoc] = {uid: d for d in union.traces for uid in d.test_case_uids}
+    executed_by_finished = {uid for s in union.segments if s.status not in ("running", "killed") for uid in s.executed}
+    report = RowsReport(energy_attributed=bool(union.task_energy_j))
+    out: list[ResultRow] = []
     for row in rows:
-        doc = by_trace.get(row.get("trace_id") or "") or by_uid.get(row["test_case_uid"])
+        changes: dict[str, Any] = {}
+        doc = by_trace.get(row.trace_id or "") or by_uid.get(row.test_case_uid)
         if doc is None:
-            if row.get("trace_id"):
-                missing_traces.append(row["test_case_uid"])
-            continue
-        row["trace_id"] = doc["trace_id"]
-        row["span_id"] = doc["root_span_id"]
-        row["execution_time_ms"] = round(doc["total_duration_ms"], 3)
-        if doc["model_calls"]:
-            row["prompt_tokens"] = doc["prompt_tokens"]
-            row["completion_tokens"] = doc["completion_tokens"]
-            row["total_tokens"] = doc["total_tokens"]
-        row["cost_usd"] = task_cost(
-            row.get("provider") or "", row.get("model") or "", row.get("prompt_tokens"), row.get("completion_tokens")
-        )
-        row["enhanced_trace_info"] = json.dumps(
-            {
-                "trace_id": doc["trace_id"],
-                "root_span_id": doc["root_span_id"],
-                "total_tokens": row["total_tokens"],
-                "duration_ms": row["execution_time_ms"],
-                "cost_usd": row["cost_usd"],
-                "span_count": doc["span_count"],
-            }
-        )
-    total_j = float(gpu_summary.get("energy_joules", 0.0)) if gpu_summary else 0.0
-    co2_per_j = float(gpu_summary.get("co2_grams", 0.0)) / total_j if gpu_summary and total_j else 0.0
-    windows = {
-        r["test_case_uid"]: (int(r["start_time_unix_nano"]), int(r["end_time_unix_nano"])) for r in rows if r.get("start_time_unix_nano")
-    }
-    measured = bool(energy_series) and bool(gpu_summary and gpu_summary.get("gpu_available"))
-    shares = apportion_energy(energy_series, windows, total_j) if measured else {}
-    for row in rows:
-        joules = shares.get(row["test_case_uid"])
-        row["energy_j"] = None if joules is None else round(joules, 6)
-        row["co2_g"] = None if joules is None else round(joules * co2_per_j, 9)
-    return {"rows_without_trace": missing_traces, "energy_attributed": measured, "energy_rows": len(shares)}
+            if row.trace_id:
+                report.rows_without_trace.append(row.test_case_uid)
+                if row.test_case_uid not in executed_by_finished:
+                    report.lost_with_killed_segment.append(row.test_case_uid)
+        else:
+            changes.update(trace_id=doc.trace_id, span_id=doc.root_span_id, execution_time_ms=round(doc.total_duration_ms, 3))
+            if doc.model_calls:
+                changes.update(prompt_tokens=doc.prompt_tokens, completion_tokens=doc.completion_tokens, total_tokens=doc.total_tokens)
+            changes["cost_usd"] = task_cost(
+                row.provider,
+                row.model,
+                changes.get("prompt_tokens", row.prompt_tokens),
+                changes.get("completion_tokens", row.completion_tokens),
+            )
+            changes["enhanced_trace_info"] = _trace_info(
+                doc.trace_id,
+                doc.root_span_id,
+                int(changes.get("total_tokens", row.total_tokens)),
+                changes["execution_time_ms"],
+                changes["cost_usd"],
+                doc.span_count,
+            )
+        joules = union.task_energy_j.get(row.test_case_uid)
+        changes["energy_j"] = None if joules is None else round(joules, 6)
+        co2 = union.task_co2_g.get(row.test_case_uid)
+        changes["co2_g"] = None if co2 is None else round(co2, 9)
+        if joules is not None:
+            report.energy_rows += 1
+        out.append(row.with_(**changes))
+    return out, report

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, EvalConfig, build_parser, config_from_args
-
-METADATA = "metadata.json"
+from .run_folder import METADATA
 
 # dest -> flag: what the run is; read from the folder, never changed by a resume
 RUN_IDENTITY = {

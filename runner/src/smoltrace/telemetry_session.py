@@ -16,17 +16,26 @@ from typing import Any
 from .collector import Collector, RunTelemetry
 from .config import EvalConfig
 from .gpu import otel_console_line
+from .notices import Notices
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
 
 
 class RunTelemetrySession:
-    def __init__(self, config: EvalConfig, gpu_enabled: bool, redactor: Redactor, gpu_sampling_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: EvalConfig,
+        gpu_enabled: bool,
+        redactor: Redactor,
+        notices: Notices | None = None,
+        gpu_sampling_id: str | None = None,
+    ) -> None:
         """`gpu_sampling_id`: the run.id the GPU exporter labels this process's samples with (its
         segment of the run, smoltrace.gpu.sampling_run_id); accepted besides the run's own id."""
         self.gpu_sampling_id = gpu_sampling_id
         self.config = config
+        self.notices = notices or Notices()
         self.gpu_enabled = gpu_enabled
         self.redactor = redactor
         self.collector: Collector | None = None
@@ -38,7 +47,7 @@ class RunTelemetrySession:
     def _warn(self, message: str) -> None:
         message = self.redactor.scrub(message)
         self.report["warnings"].append(message)
-        print(f"[WARN] {message}", flush=True)
+        self.notices.warn(message)
 
     def start(self) -> None:
         cfg = self.config

@@ -1,7 +1,7 @@
 """Reading a run folder for the pages: results (or the checkpoint of a run that died), traces, GPU
 metric rows, metadata and the leaderboard row, each tolerated missing or corrupt (a problem line
-says which). Until the typed run record (smoltrace.records) lands, this is the one reader the report,
-compare and leaderboard pages share."""
+says which). File names and the checkpoint reader are RunFolder's (smoltrace.run_folder); the pages
+read leniently (a damaged file still gives a page), unlike RunFolder's validating readers."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..run_folder import CHECKPOINT, LEADERBOARD_ROW, METADATA, METRIC_ROWS, REPORT, RESULTS, TRACES, RunFolder
 from .formatting import get_path, num, parse_iso
 
-REPORT = "report.html"
-RESULTS = "results.json"
-TRACES = "traces.json"
-METRIC_ROWS = "metrics_rows.json"
-METADATA = "metadata.json"
-LEADERBOARD_ROW = "leaderboard_row.json"
-CHECKPOINT = "checkpoint.jsonl"
+__all__ = ["CHECKPOINT", "LEADERBOARD_ROW", "METADATA", "METRIC_ROWS", "REPORT", "RESULTS", "TRACES"]
 
 
 @dataclass
@@ -53,20 +48,8 @@ def _dicts(items: Any) -> list[dict[str, Any]]:
 
 
 def _read_checkpoint(path: Path) -> list[dict[str, Any]]:
-    """Finished executions from the checkpoint journal (a torn last line is skipped)."""
-    rows: dict[str, dict[str, Any]] = {}
-    try:
-        lines = path.read_text("utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, Mapping):
-            rows[str(row.get("test_case_uid") or row.get("task_id") or len(rows))] = dict(row)
-    return sorted(rows.values(), key=lambda r: (num(r.get("test_index")) or 0.0, str(r.get("test_case_uid", ""))))
+    """Finished executions from the checkpoint journal (RunFolder's reader: a torn last line is skipped)."""
+    return [row.to_json() for row in RunFolder(path.parent).checkpoint.load()]
 
 
 def load_run(run_dir: Path) -> RunData:
