@@ -101,9 +101,10 @@ def traced_gpu_args(server: FakeOllamaServer, dataset: Path, out: Path, run_id: 
     ]  # fmt: skip
 
 
-def resume(run_dir: Path) -> subprocess.CompletedProcess[str]:
+def resume(run_dir: Path, server: FakeOllamaServer) -> subprocess.CompletedProcess[str]:
+    """--resume; the model server's address is given again (a run folder never supplies it)."""
     return subprocess.run(
-        [*cli_command(), "--resume", str(run_dir), "--quiet"],
+        [*cli_command(), "--resume", str(run_dir), "--quiet", "--api-base", server.url],  # type: ignore[attr-defined]
         env=subprocess_env(SMOLTRACE_GPU_EXPORTER_BACKEND="simulated:2"),
         capture_output=True,
         text=True,
@@ -123,7 +124,7 @@ def test_ctrl_c_then_resume_keeps_every_trace_and_both_segments_energy(tmp_path:
         assert first["status"] == "interrupted"
         done_before = [r["test_case_uid"] for r in read_json(run_dir / "results.json")]
         assert 3 <= len(done_before) < len(uids)
-        resumed = resume(run_dir)
+        resumed = resume(run_dir, server)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_no_traceback(resumed.stderr + stderr)
     assert "have no trace" not in resumed.stdout + resumed.stderr, "no false warning"
@@ -163,7 +164,7 @@ def test_sigkill_then_resume_flags_the_lost_spans(tmp_path: Path, runner_env: No
         run_dir, _, stderr, rc = start_and_stop(traced_gpu_args(server, dataset, out, "kill-run"), out, signal.SIGKILL, 3)
         assert rc == -signal.SIGKILL
         done_before = checkpoint_uids(run_dir)
-        resumed = resume(run_dir)
+        resumed = resume(run_dir, server)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_no_traceback(resumed.stderr + stderr)
     meta = read_json(run_dir / "metadata.json")

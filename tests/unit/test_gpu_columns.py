@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from smoltrace.cards import DESCRIPTIONS
 from smoltrace.outputs import GPU_COLUMN_RULES, gpu_columns, leaderboard_row
+from smoltrace.records import GpuSummary, ResultRow
 
 MIB = 1024 * 1024
 
@@ -58,8 +59,10 @@ def test_per_gpu_averages_and_maxima() -> None:
 
 
 def test_the_leaderboard_row_uses_the_rule_and_totals_only_energy_co2_and_cost() -> None:
-    row = leaderboard_row(
-        [{"success": True, "duration_ms": 1.0, "total_tokens": 1, "cost_usd": 0.0}],
+    result = {"model": "m", "evaluation_date": "x", "task_id": "t", "test_case_uid": "tool:t", "agent_type": "tool", "prompt": "p"}
+    result |= {"run_id": "r", "success": True, "duration_ms": 1.0, "total_tokens": 1, "cost_usd": 0.0}
+    board = leaderboard_row(
+        [ResultRow.model_validate(result)],
         run_id="r",
         model="m",
         agent_type="tool",
@@ -68,9 +71,10 @@ def test_the_leaderboard_row_uses_the_rule_and_totals_only_energy_co2_and_cost()
         submitted_by="local",
         grouping={},
         datasets={},
-        gpu_summary=SUMMARY,
+        gpu_summary=GpuSummary.model_validate(SUMMARY),
         timestamp=datetime(2026, 12, 4, tzinfo=UTC),
     )
+    row = board.to_json()
     assert row["gpu_power_avg_w"] == 250.0 and row["gpu_memory_max_mib"] == 42_000.0 and row["gpu_temperature_avg"] == 55.0
     assert row["energy_j"] == 5000.0
 
