@@ -186,6 +186,7 @@ class GpuSummary(Record):
     Gauges (utilisation, memory, temperature, power) are per sweep across the run's GPUs as the
     exporter reports them (see the exporter's RunSummary); energy, CO2 and cost are totals."""
 
+    run_id: str = doc("The run (the exporter's run id, not a segment's sampling id).", default="")
     gpu_available: bool = doc("A GPU was measured.", default=False)
     start_unix_ms: int = doc("Sampling start (earliest segment).", unit="ms since the Unix epoch", default=0)
     end_unix_ms: int = doc("Sampling end (latest segment).", unit="ms since the Unix epoch", default=0)
@@ -236,6 +237,7 @@ def combine_gpu_summaries(summaries: Sequence[GpuSummary | None]) -> GpuSummary 
     ends = [s.end_unix_ms for s in present if s.end_unix_ms]
     first = present[0]
     return GpuSummary(
+        run_id=first.run_id,
         gpu_available=any(s.gpu_available for s in present),
         start_unix_ms=min(starts) if starts else 0,
         end_unix_ms=max(ends) if ends else 0,
@@ -329,10 +331,10 @@ class LeaderboardRow(Record):
 
     schema_version: int = doc("Version of this row's schema.", default=LEADERBOARD_SCHEMA_VERSION)
     run_id: str = doc("The run.")
-    model: str = doc("The model evaluated.")
-    agent_type: str = doc("tool, code or both.")
-    provider: str = doc("The model provider.")
-    timestamp: str = doc("When the run finished.", unit="ISO 8601 UTC")
+    model: str = doc("The model evaluated.", default="")
+    agent_type: str = doc("tool, code or both.", default="")
+    provider: str = doc("The model provider.", default="")
+    timestamp: str = doc("When the run finished.", unit="ISO 8601 UTC", default="")
     submitted_by: str = doc("Hub user who published, or `local`.", default="local")
     use_case: str | None = doc("Grouping label (--use-case).", null="not given")
     team: str | None = doc("Grouping label (--team).", null="not given")
@@ -341,7 +343,7 @@ class LeaderboardRow(Record):
     results_dataset: str | None = doc("Results dataset (`owner/name`, or `local:<path>`).", null="never")
     traces_dataset: str | None = doc("Traces dataset.", null="the run was not traced")
     metrics_dataset: str | None = doc("Metrics dataset.", null="never")
-    dataset_used: str = doc("The task dataset (path or Hub name).")
+    dataset_used: str = doc("The task dataset (path or Hub name).", default="")
     total_tests: int = doc("Executions in the run.", default=0)
     successful_tests: int = doc("Executions that succeeded.", default=0)
     failed_tests: int = doc("Executions that failed.", default=0)
