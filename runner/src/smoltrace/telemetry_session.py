@@ -67,6 +67,7 @@ class RunTelemetrySession:
                 spill_dir=self._spill_dir(),
                 token=self.token,
                 accept_run_ids=(cfg.run_id, self.gpu_sampling_id) if self.gpu_sampling_id else (cfg.run_id,),
+                forward_as={self.gpu_sampling_id: cfg.run_id} if self.gpu_sampling_id else None,
             ).start()
         except (OSError, RuntimeError, ValueError) as err:
             self._warn(f"the OTLP collector could not start on {cfg.collector_address} ({err}); no traces or GPU time series for this run")

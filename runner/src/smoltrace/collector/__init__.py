@@ -4,7 +4,7 @@ them per run, and merges them into the run's documents. Embedded in the runner b
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,14 @@ class Collector:
         max_spill_bytes: int = DEFAULT_MAX_SPILL_BYTES,
         token: str | None = None,
         accept_run_ids: Collection[str] | None = None,
+        forward_as: Mapping[str, str] | None = None,
     ) -> None:
         """`token`: OTLP calls must carry `authorization: Bearer <token>`; `accept_run_ids`: data
         for any other run.id is dropped and counted (the embedded collector takes its own run only)."""
         self.token = token
         self.store = RunStore(max_memory_bytes, spill_dir, max_spill_bytes)
         self.forwarder = Forwarder(forward_url, forward_protocol) if forward_url else None
-        self.ingest = OtlpIngest(self.store, self.forwarder, accept_run_ids)
+        self.ingest = OtlpIngest(self.store, self.forwarder, accept_run_ids, forward_as)
         self.receiver = OtlpGrpcReceiver(self.ingest, address, token=token)
 
     @property

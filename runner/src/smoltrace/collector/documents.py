@@ -226,12 +226,12 @@ def gpu_resource_metrics(payloads: Iterable[bytes]) -> list[ResourceMetrics]:
     return out
 
 
-def relabel_run(resource_metrics: Sequence[ResourceMetrics], run_id: str, sampling_run_id: str) -> list[ResourceMetrics]:
-    """A segment's GPU metrics under the run's id: the resource's run.id becomes `run_id`, the
-    exporter's id stays as `smoltrace.sampling_run_id`."""
+def relabel_run(resource_metrics: Sequence[Any], run_id: str, sampling_run_id: str) -> list[Any]:
+    """A segment's data (ResourceMetrics or ResourceSpans) under the run's id: the resource's
+    run.id becomes `run_id`, the exporter's id stays as `smoltrace.sampling_run_id`."""
     out = []
     for rm in resource_metrics:
-        copy = ResourceMetrics()
+        copy = type(rm)()
         copy.CopyFrom(rm)
         for kv in copy.resource.attributes:
             if kv.key == RUN_ID_KEY:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest, ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
-from .documents import resource_run_id
+from .documents import relabel_run, resource_run_id
 from .forward import Forwarder
 from .store import RunStore
 
@@ -63,10 +63,19 @@ class ReceiverStats:
 class OtlpIngest:
     """Parse, group by run.id, store, forward. Used by the gRPC receiver (and tests directly)."""
 
-    def __init__(self, store: RunStore, forwarder: Forwarder | None = None, accept_run_ids: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        forwarder: Forwarder | None = None,
+        accept_run_ids: Collection[str] | None = None,
+        forward_as: Mapping[str, str] | None = None,
+    ) -> None:
+        """`forward_as`: run.id -> the run.id to forward it under (a GPU sampling segment of the
+        run goes on as the run itself, its own id kept as smoltrace.sampling_run_id)."""
         self.store = store
         self.forwarder = forwarder
         self.accept_run_ids = None if accept_run_ids is None else frozenset(accept_run_ids)
+        self.forward_as = {k: v for k, v in (forward_as or {}).items() if k != v}
         self.stats = ReceiverStats()
 
     def traces(self, payload: bytes) -> bytes:
@@ -104,7 +113,16 @@ class OtlpIngest:
             if not self.store.add(kind, run_id, part, **{unit: counts[run_id]}):
                 self.stats.dropped_requests += 1
         if self.forwarder is not None and groups:
-            kept = payload if whole else request_type(**{field: [r for items in groups.values() for r in items]}).SerializeToString()
+            relabel = self.forward_as.keys() & groups.keys()
+            if whole and not relabel:
+                kept = payload
+            else:
+                items = [
+                    r
+                    for run_id, group in groups.items()
+                    for r in (relabel_run(group, self.forward_as[run_id], run_id) if run_id in relabel else group)
+                ]
+                kept = request_type(**{field: items}).SerializeToString()
             self.forwarder.submit(kind, kept)
 
 
