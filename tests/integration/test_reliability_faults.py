@@ -302,7 +302,7 @@ def test_hub_fails_mid_publish_then_publish_succeeds(runner_env: None, fake_hub,
     for name in ("results.json", "traces.json", "metrics.json", "leaderboard_row.json", "metadata.json", "report.html", "checkpoint.jsonl"):
         assert (run.run_dir / name).exists(), name
     assert not (run.run_dir / "publish.json").exists()
-    assert "published" not in run.metadata, "metadata does not claim a publish that failed"
+    assert run.metadata.get("published") is None, "metadata does not claim a publish that failed"
     repos = {repo_id for (_, repo_id) in hub.repos}
     assert any("smoltrace-results-" in r for r in repos) and any("smoltrace-metrics-" in r for r in repos)
     assert f"{hub.user}/smoltrace-leaderboard" not in repos, "the leaderboard row comes last and was not written"
