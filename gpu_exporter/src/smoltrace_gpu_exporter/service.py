@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "smoltrace.gpu.v1.GpuExporter"
 MAX_WATCHERS = 16  # concurrent WatchRun streams; the server has twice as many threads
+MAX_WATCHERS_PER_RUN = 4  # streams of one run (one client's): no run's owner can hold every slot
 MAX_MESSAGE_BYTES = 256 * 1024
 
 
@@ -110,6 +111,8 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
         self._watch_poll_s = watch_poll_s
         # each WatchRun stream holds a server thread: cap them so unary RPCs (Heartbeat!) always have threads
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
+        self._watch_lock = threading.Lock()
+        self._watching: dict[str, int] = {}  # run id -> live streams
 
     def set_auth_token(self, token: str | None) -> None:
         self._auth_token = token
@@ -209,8 +212,15 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         except RunForbidden as err:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
-        if not self._watch_slots.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS} WatchRun streams at a time; close one first")
+        admin = bearer_matches(context, self._auth_token)
+        with self._watch_lock:
+            if not admin and self._watching.get(run.run_id, 0) >= MAX_WATCHERS_PER_RUN:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS_PER_RUN} WatchRun streams per run; close one first"
+                )
+            if not self._watch_slots.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS} WatchRun streams at a time; close one first")
+            self._watching[run.run_id] = self._watching.get(run.run_id, 0) + 1
         watcher = run.subscribe()
         try:
             while context.is_active():
@@ -238,6 +248,12 @@ class GpuExporterService(pb_grpc.GpuExporterServicer):
                 )
         finally:
             run.unsubscribe(watcher)
+            with self._watch_lock:
+                left = self._watching.get(run.run_id, 1) - 1
+                if left > 0:
+                    self._watching[run.run_id] = left
+                else:
+                    self._watching.pop(run.run_id, None)
             self._watch_slots.release()
 
 
