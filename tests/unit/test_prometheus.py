@@ -230,3 +230,35 @@ def test_wsgi_routes(exporter: Exporter) -> None:
     status, _, body = call_app(app, "/")
     assert status == "200 OK" and b'href="/metrics"' in body
     assert call_app(app, "/nope")[0] == "404 Not Found"
+
+
+def test_sidecar_scope_exports_only_the_gpus_of_its_own_runs(clock: FakeClock) -> None:
+    """Two sidecars on one 2-GPU node, each with a run on its own GPU: with `--metrics-scope runs`
+    each exports only its run's GPU, so sum() over the node counts each GPU once; the node scope
+    (DaemonSet) exports both."""
+    nvml = FakeNvml(2, clock=clock)
+    scraped: dict[str, set[str]] = {}
+    for scope, index in (("runs", 0), ("runs", 1), ("node", 0)):
+        exp = Exporter(nvml, clock)
+        exp.collector = ExporterCollector(exp.sampler, exp.registry, exp.publisher, RunDefaults(), scope)
+        exp.prom_registry = make_registry(exp.collector)
+        exp.sampler.sweep()
+        before = {name for name, _ in exp.samples()}
+        assert ("smoltrace_gpu_power_watts" in before) == (scope == "node"), "a sidecar with no run exports no GPU"
+        exp.registry.start(RunParams.create(f"run-{scope}-{index}", interval_ms=500, gpu_uuids=[nvml.gpu(index).uuid]))
+        clock.advance(1.0)
+        nvml.gpu(index).advance_energy(100.0)
+        exp.sampler.sweep()
+        uuids = {dict(labels)["uuid"] for name, labels in exp.samples() if name == "smoltrace_gpu_power_watts"}
+        scraped[f"{scope}-{index}"] = uuids
+        assert exp.samples()[("smoltrace_gpu_exporter_gpus", ())] == 2  # what NVML sees is still said
+    assert scraped["runs-0"] == {nvml.gpu(0).uuid}
+    assert scraped["runs-1"] == {nvml.gpu(1).uuid}
+    assert scraped["node-0"] == {nvml.gpu(0).uuid, nvml.gpu(1).uuid}
+
+
+def test_metrics_scope_is_validated() -> None:
+    from smoltrace_gpu_exporter.config import ConfigError, ExporterConfig
+
+    with pytest.raises(ConfigError, match="--metrics-scope"):
+        ExporterConfig(metrics_scope="pod").validate()

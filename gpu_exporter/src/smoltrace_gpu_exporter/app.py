@@ -75,7 +75,7 @@ class ExporterApp:
             )
         except (OSError, RuntimeError) as err:  # grpcio raises RuntimeError("Failed to bind ...")
             raise ConfigError(f"cannot listen on --grpc-address {self.config.grpc_address} (in use, or not a local address)") from err
-        collector = ExporterCollector(self.sampler, self.registry, self.publisher, self.defaults)
+        collector = ExporterCollector(self.sampler, self.registry, self.publisher, self.defaults, self.config.metrics_scope)
         try:
             self._metrics = MetricsServer(make_registry(collector), m_host, m_port)
         except OSError as err:

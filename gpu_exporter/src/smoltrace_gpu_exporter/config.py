@@ -14,6 +14,7 @@ from .endpoints import AllowList, EndpointError
 from .energy import DEFAULT_CARBON_INTENSITY_G_PER_KWH, DEFAULT_POWER_COST_USD_PER_KWH, DEFAULT_PUE
 
 ENV_PREFIX = "SMOLTRACE_GPU_EXPORTER_"
+METRICS_SCOPES = ("node", "runs")
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,7 @@ class ExporterConfig:
     tls_cert: str = ""
     tls_key: str = ""
     log_level: str = "INFO"
+    metrics_scope: str = "node"  # "node": every GPU on /metrics; "runs": only the GPUs of this exporter's runs (sidecar)
 
     def simulated_count(self) -> int | None:
         """N for `simulated[:N]`, None for nvml."""
@@ -94,6 +96,8 @@ class ExporterConfig:
             self.allow_list()
         except EndpointError as err:
             raise ConfigError(str(err)) from err
+        if self.metrics_scope not in METRICS_SCOPES:
+            raise ConfigError(f"--metrics-scope must be {' or '.join(METRICS_SCOPES)}, got {self.metrics_scope!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}")
         return self
@@ -134,6 +138,13 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--tls-cert", "tls_cert", str, "PEM certificate for gRPC TLS (with --tls-key)"),
     ("--tls-key", "tls_key", str, "PEM private key for gRPC TLS"),
     ("--log-level", "log_level", str, "DEBUG, INFO (default), WARNING or ERROR"),
+    (
+        "--metrics-scope",
+        "metrics_scope",
+        str,
+        "GPUs on /metrics: node (default; every GPU, for a node-wide exporter/DaemonSet) or runs (only the GPUs of this "
+        "exporter's runs, for a sidecar: several sidecars on one node never export a GPU twice)",
+    ),
 )
 
 

@@ -27,11 +27,22 @@ GPU_LABELS = ("gpu", "uuid", "name")
 
 
 class ExporterCollector(Collector):
-    def __init__(self, sampler: Sampler, registry: RunRegistry, publisher: OtlpPublisher, defaults: RunDefaults) -> None:
+    def __init__(
+        self, sampler: Sampler, registry: RunRegistry, publisher: OtlpPublisher, defaults: RunDefaults, scope: str = "node"
+    ) -> None:
+        """`scope`: "node" exports every GPU; "runs" only the GPUs this exporter's runs (live or
+        retained) sample, so sidecars sharing a node never put one GPU on two targets."""
         self._sampler = sampler
         self._runs = registry
         self._publisher = publisher
         self._defaults = defaults
+        self._scope = scope
+
+    def _exported(self) -> set[str] | None:
+        """UUIDs whose per-GPU series are exported (None: all)."""
+        if self._scope != "runs":
+            return None
+        return {uuid for run in self._runs.all_runs() for uuid in run.accounts}
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked collector: families depend on what the devices support
@@ -71,7 +82,10 @@ class ExporterCollector(Collector):
         )
         info = GaugeMetricFamily("smoltrace_gpu_info", "GPU identity; always 1.", labels=(*GPU_LABELS, "driver_version", "simulated"))
 
+        exported = self._exported()
         for reading in snapshot.devices:
+            if exported is not None and reading.uuid not in exported:
+                continue
             labels = [str(reading.index), reading.uuid, reading.name]
             info.add_metric([*labels, health.driver_version, simulated], 1)
             up.add_metric(labels, 0 if reading.failed else 1)
