@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
 CostSource = Literal["litellm", "local", "unknown"]
 LOCAL_PROVIDERS = ("transformers", "ollama")
+
+
+def quiet_litellm() -> Any:
+    """Import litellm with its console banners ("Give Feedback / Get Help", "Provider List") off:
+    they are print() calls, not logging (an unknown model printed one on every lookup)."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
 
 
 def cost_source(provider: str, model: str) -> CostSource:
@@ -36,8 +45,7 @@ def token_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float 
     if not model:
         return None
     try:
-        import litellm
-
+        litellm = quiet_litellm()
         prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens))
     except Exception:  # litellm raises its own errors (and plain ones) for unmapped models
         log.debug("no litellm price for %s", model, exc_info=True)

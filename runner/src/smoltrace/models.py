@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .costs import quiet_litellm
+
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("litellm", "inference", "transformers", "ollama")
@@ -207,15 +209,6 @@ def with_retries(
 
     wrapped.__wrapped__ = call  # type: ignore[attr-defined]
     return wrapped
-
-
-def quiet_litellm() -> Any:
-    """Import litellm with its console banners ("Give Feedback / Get Help", "Provider List") off:
-    they are print() calls, not logging. Errors reach our debug log instead."""
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
 
 
 # -- construction -----------------------------------------------------------------------------

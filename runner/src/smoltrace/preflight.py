@@ -26,6 +26,7 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlparse
 
+from .costs import quiet_litellm
 from .models import (
     PROVIDERS,
     ModelSetupError,
@@ -34,7 +35,6 @@ from .models import (
     classify_error,
     error_chain,
     ollama_base,
-    quiet_litellm,
     reset_call_stats,
     with_retries,
 )

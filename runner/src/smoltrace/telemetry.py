@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "smoltrace-eval"
 
 
-def usage_attributes(attrs: Attributes) -> dict[str, Any]:
+def usage_attributes(attrs: Attributes, price: bool = True) -> dict[str, Any]:
     """A model span's attributes with the current GenAI names added to the OpenInference ones:
     `gen_ai.usage.input_tokens`/`output_tokens`, `gen_ai.request.model`, and the call's price
     from litellm's cost map as `gen_ai.usage.cost.total` (what TraceMind UI shows)."""
@@ -58,7 +58,8 @@ def usage_attributes(attrs: Attributes) -> dict[str, Any]:
         out.setdefault("gen_ai.usage.output_tokens", completion)
     if isinstance(model, str) and model:
         out.setdefault("gen_ai.request.model", model)
-    if "gen_ai.usage.cost.total" not in out and isinstance(prompt, int) and isinstance(completion, int):
+    # price: False for local models (no API price; a lookup would import litellm for nothing)
+    if price and "gen_ai.usage.cost.total" not in out and isinstance(prompt, int) and isinstance(completion, int):
         cost = out.get("llm.cost.total")
         if not isinstance(cost, int | float) or isinstance(cost, bool):
             from .costs import priced, token_cost
@@ -75,9 +76,10 @@ class RedactingSpanExporter(SpanExporter):
     """Redacts and caps attributes (and adds the GenAI usage names) before handing spans to the
     real exporter."""
 
-    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+    def __init__(self, inner: SpanExporter, redactor: Redactor, price: bool = True) -> None:
         self._inner = inner
         self._redactor = redactor
+        self._price = price
 
     def _clean(self, span: ReadableSpan) -> ReadableSpan:
         r = self._redactor
@@ -93,7 +95,7 @@ class RedactingSpanExporter(SpanExporter):
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=r.attributes(usage_attributes(span.attributes)),
+            attributes=r.attributes(usage_attributes(span.attributes, self._price)),
             events=events,
             links=span.links,
             kind=span.kind,
@@ -295,7 +297,9 @@ class RunTracing:
         export_timeout_s: float = 2.0,
         redactor: Redactor | None = None,
         headers: Mapping[str, str] | None = None,
+        price_model_spans: bool = True,
     ) -> None:
+        """`price_model_spans`: put litellm's price on model spans (API models; False for local ones)."""
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         attributes: dict[str, Any] = {"service.name": SERVICE_NAME, "service.version": __version__}
@@ -310,7 +314,7 @@ class RunTracing:
             endpoint=f"http://{collector_endpoint}", insecure=True, timeout=export_timeout_s, headers=dict(headers) if headers else None
         )
         self._processor = BatchSpanProcessor(
-            RedactingSpanExporter(exporter, self.redactor),
+            RedactingSpanExporter(exporter, self.redactor, price_model_spans),
             max_queue_size=65_536,
             schedule_delay_millis=500,
             max_export_batch_size=512,

@@ -15,6 +15,7 @@ from typing import Any
 
 from .collector import Collector, RunTelemetry
 from .config import EvalConfig
+from .costs import LOCAL_PROVIDERS
 from .gpu import otel_console_line
 from .notices import Notices
 from .redact import Redactor
@@ -109,6 +110,7 @@ class RunTelemetrySession:
                 {"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "smoltrace.agent_type": cfg.agent_type},
                 redactor=self.redactor,
                 headers=self.otlp_headers,
+                price_model_spans=cfg.provider not in LOCAL_PROVIDERS,
             )
             self.tracing.activate({"smoltrace.model": cfg.model, "smoltrace.provider": cfg.provider, "run.id": cfg.run_id})
         except Exception as err:
