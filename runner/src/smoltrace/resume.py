@@ -178,5 +178,8 @@ def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalCo
         model_args={**base.model_args, **cli.model_args},
         output_format=output_format,
         resume=str(run_dir),
+        # how the run is measured stays what it was (a resume without the flag lost the GPU segment)
         enable_otel=cli.enable_otel or bool(stored.get("enable_otel")),
+        enable_gpu_metrics=cli.enable_gpu_metrics or bool(stored.get("enable_gpu_metrics")),
+        disable_gpu_metrics=cli.disable_gpu_metrics or bool(stored.get("disable_gpu_metrics")),
     )
