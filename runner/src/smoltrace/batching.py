@@ -273,8 +273,9 @@ class GenerateBatcher:
             self.batches.append(len(batch))
             generated = out.shape[1] - width
             for i, r in enumerate(batch):
-                n = stops.lengths[i] if stops.lengths[i] is not None else generated
-                r.result = torch.cat([r.ids, out[i, width : width + n]]).unsqueeze(0)
+                stop = stops.lengths[i]
+                kept = stop if stop is not None else generated
+                r.result = torch.cat([r.ids, out[i, width : width + kept]]).unsqueeze(0)
         except BaseException as err:  # noqa: BLE001 - every caller of the batch sees the failure (re-raised there)
             for r in batch:
                 r.error = err

@@ -259,6 +259,7 @@ class Executor:
         """The execution under its own trace: root span `test_evaluation`, outcome on it."""
         from .telemetry import hex_ids
 
+        assert self.tracing is not None  # _one calls this only when traced
         task = execution.task
         attributes = {
             "test.id": task.id,

@@ -346,8 +346,8 @@ class GpuSession:
     @property
     def local_pid(self) -> int | None:
         return self._local.pid if self._local is not None else None
-        self._carbon_g_per_kwh = 0.0
-        self._pue = 1.0
+        self._carbon_g_per_kwh: float = 0.0
+        self._pue: float = 1.0
 
     def _warn(self, message: str) -> None:
         self.report.warning = message

@@ -167,8 +167,8 @@ def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalCo
             f"--resume {run_dir}: this run used {', '.join(needed)}; give them again on this command line "
             "(a run folder never supplies settings that reach the network or widen execution)"
         )
-    labels = {d: getattr(cli, d) if d in given else getattr(base, d) for d in LABELS}
-    budgets = {d: getattr(cli, d) if d in given else _stored_budget(run_dir, d, stored.get(d)) for d in BUDGETS}
+    labels: dict[str, Any] = {d: getattr(cli, d) if d in given else getattr(base, d) for d in LABELS}
+    budgets: dict[str, Any] = {d: getattr(cli, d) if d in given else _stored_budget(run_dir, d, stored.get(d)) for d in BUDGETS}
     output_format = cli.output_format or ("json" if stored.get("output_format") == "json" else "")
     return replace(
         cli,

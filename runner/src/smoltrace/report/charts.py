@@ -27,7 +27,7 @@ def nice_step(span: float, target: int = 5) -> float:
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     step = nice_step(hi - lo, target)
     first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
+    ticks: list[float] = []
     v = first
     while v <= hi + step * 1e-9 and len(ticks) < 50:
         ticks.append(round(v, 10))

@@ -27,6 +27,11 @@ def num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a mapping, else an empty one (for reading untrusted JSON)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def get_path(mapping: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(mapping, Mapping):

@@ -116,11 +116,11 @@ def gpu_series(data: RunData) -> list[GpuSeries]:
         samples.setdefault(str(row.get("gpu_id", "?")), []).append((ns, row))
     devices = get_path(data.metadata, "gpu_metrics", "summary", "devices") or get_path(data.metadata, "gpu_metrics", "devices") or []
     by_key: dict[str, Mapping[str, Any]] = {}
-    for dev in devices if isinstance(devices, list) else []:
-        if isinstance(dev, Mapping):
-            by_key.setdefault(str(dev.get("index")), dev)
-            if dev.get("uuid"):
-                by_key.setdefault(str(dev["uuid"]), dev)
+    for item in devices if isinstance(devices, list) else []:
+        if isinstance(item, Mapping):
+            by_key.setdefault(str(item.get("index")), item)
+            if item.get("uuid"):
+                by_key.setdefault(str(item["uuid"]), item)
     t0 = min((ns for rows in samples.values() for ns, _ in rows), default=0.0)
 
     def sort_key(gpu_id: str) -> tuple[int, float, str]:
@@ -134,12 +134,12 @@ def gpu_series(data: RunData) -> list[GpuSeries]:
         uuid = str(last.get("gpu_uuid") or "")
         dev = by_key.get(uuid) or by_key.get(gpu_id) or {}
         s = GpuSeries(gpu_id, str(last.get("gpu_name") or dev.get("name") or "GPU"), uuid)
-        for ns, row in rows:
+        for ns, sample in rows:
             s.t.append((ns - t0) / 1e9)
-            s.util.append(num(row.get("gpu_utilization_percent")))
-            s.mem.append(num(row.get("gpu_memory_used_mib")))
-            s.temp.append(num(row.get("gpu_temperature_celsius")))
-            s.power.append(num(row.get("gpu_power_watts")))
+            s.util.append(num(sample.get("gpu_utilization_percent")))
+            s.mem.append(num(sample.get("gpu_memory_used_mib")))
+            s.temp.append(num(sample.get("gpu_temperature_celsius")))
+            s.power.append(num(sample.get("gpu_power_watts")))
         totals = [v for v in (num(r.get("gpu_memory_total_mib")) for _, r in rows) if v]
         dev_total = num(dev.get("memory_total_bytes"))
         s.mem_total = max(totals) if totals else (dev_total / 2**20 if dev_total else None)

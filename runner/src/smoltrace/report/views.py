@@ -25,6 +25,7 @@ from .formatting import (
     fmt_wh,
     fmt_when,
     get_path,
+    mapping,
     num,
     parse_iso,
 )
@@ -278,7 +279,7 @@ def _cards(data: RunData, gpus: Sequence[GpuSeries]) -> list[Card]:
     cost = sum_of(rows, "cost_usd")
     wall = _wall_ms(data)
     task_ms = sum_of((dict(r, d=duration_ms(r)) for r in rows), "d")
-    timings = data.metadata.get("timings") if isinstance(data.metadata.get("timings"), Mapping) else {}
+    timings = mapping(data.metadata.get("timings"))
     energy, co2, power_cost = energy_totals(data, gpus)
     gpu_enabled = get_path(data.metadata, "gpu_metrics", "enabled")
     gpu_available = get_path(data.metadata, "gpu_metrics", "gpu_available")
@@ -393,7 +394,8 @@ def _v(value: float | None) -> str:
 def _tasks(data: RunData, anchors: Mapping[int, str]) -> list[TaskRow]:
     out = []
     for i, r in enumerate(data.rows):
-        tools = [str(t) for t in r.get("tools_used")] if isinstance(r.get("tools_used"), list) else []
+        used_tools = r.get("tools_used")
+        tools = [str(t) for t in used_tools] if isinstance(used_tools, list) else []
         steps, dur, tokens, energy = num(r.get("steps")), duration_ms(r), num(r.get("total_tokens")), num(r.get("energy_j"))
         ok = r.get("success") is True
         response = r.get("response")
@@ -441,7 +443,7 @@ def match_traces(data: RunData) -> tuple[dict[int, Mapping[str, Any]], list[Mapp
         if doc is not None and id(doc) not in used:
             matched[i] = doc
             used.add(id(doc))
-    unmatched = [t for t in data.traces if id(t) not in used]
+    unmatched: list[Mapping[str, Any]] = [t for t in data.traces if id(t) not in used]
     return matched, unmatched
 
 
@@ -501,7 +503,7 @@ def _stat_line(values: Sequence[float | None], unit: str) -> str:
 def _gpu_empty(data: RunData, gpus: Sequence[GpuSeries]) -> str:
     if gpus:
         return ""
-    gm = data.metadata.get("gpu_metrics") if isinstance(data.metadata.get("gpu_metrics"), Mapping) else {}
+    gm = mapping(data.metadata.get("gpu_metrics"))
     if gm.get("enabled") is False:
         return "GPU metrics were off for this run" + (f" ({gm.get('reason')})." if gm.get("reason") else ".")
     if gm.get("enabled") and gm.get("gpu_available") is False:
@@ -565,20 +567,20 @@ def _environment(data: RunData) -> list[tuple[str, str]]:
     for key in ("run_id", "dataset_used", "dataset_revision", "dataset_sha256", "split", "num_tasks_in_dataset", "seed"):
         if md.get(key) not in (None, ""):
             rows.append((key, str(md[key])))
-    cfg = md.get("config") if isinstance(md.get("config"), Mapping) else {}
+    cfg = mapping(md.get("config"))
     for key in ("max_steps", "parallel_workers", "limit", "difficulty", "task_timeout", "max_retries"):
         if cfg.get(key) not in (None, "", []):
             rows.append((key, str(cfg[key])))
-    versions = md.get("versions") if isinstance(md.get("versions"), Mapping) else {}
+    versions = mapping(md.get("versions"))
     if versions:
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
-    git = md.get("git") if isinstance(md.get("git"), Mapping) else {}
+    git = mapping(md.get("git"))
     if git.get("sha"):
         rows.append(("git", f"{git['sha']}{' (dirty)' if git.get('dirty') else ''}"))
-    plat = md.get("platform") if isinstance(md.get("platform"), Mapping) else {}
+    plat = mapping(md.get("platform"))
     if plat:
         rows.append(("platform", " / ".join(str(v) for v in plat.values())))
-    gm = md.get("gpu_metrics") if isinstance(md.get("gpu_metrics"), Mapping) else {}
+    gm = mapping(md.get("gpu_metrics"))
     if gm.get("reason"):
         rows.append(("gpu metrics", str(gm["reason"])))
     otel = get_path(md, "otel", "console")

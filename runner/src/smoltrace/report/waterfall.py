@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .charts import nice_ticks, tick_label
-from .formatting import cut, fmt_ms, num, parse_iso
+from .formatting import cut, fmt_ms, mapping, num, parse_iso
 
 ATTR_CAP = 200
 
@@ -36,7 +36,7 @@ KIND_LEGEND = [
 
 
 def span_class(span: Mapping[str, Any], is_root: bool) -> str:
-    attrs = span.get("attributes") if isinstance(span.get("attributes"), Mapping) else {}
+    attrs = mapping(span.get("attributes"))
     oi = str(attrs.get("openinference.span.kind") or "").upper()
     if oi in KIND_CLASSES:
         return KIND_CLASSES[oi]
@@ -67,7 +67,7 @@ TOOLTIP_ATTRS = [
 
 
 def _span_tooltip(span: Mapping[str, Any], cls: str, offset_ms: float, dur_ms: float) -> str:
-    status = span.get("status") if isinstance(span.get("status"), Mapping) else {}
+    status = mapping(span.get("status"))
     lines = [
         cut(span.get("name"), 120),
         f"{cls} · {span.get('kind') or 'INTERNAL'} · status {status.get('code') or 'UNSET'}",
@@ -75,7 +75,7 @@ def _span_tooltip(span: Mapping[str, Any], cls: str, offset_ms: float, dur_ms: f
     ]
     if status.get("description"):
         lines.append("error: " + cut(status["description"], ATTR_CAP))
-    attrs = span.get("attributes") if isinstance(span.get("attributes"), Mapping) else {}
+    attrs = mapping(span.get("attributes"))
     seen = set()
     for key, label in TOOLTIP_ATTRS:
         if key in attrs and label not in seen and attrs[key] not in (None, ""):
@@ -134,7 +134,7 @@ def ordered_spans(spans: Sequence[Mapping[str, Any]]) -> list[tuple[int, Mapping
 
 
 def is_error(span: Mapping[str, Any]) -> bool:
-    status = span.get("status") if isinstance(span.get("status"), Mapping) else {}
+    status = mapping(span.get("status"))
     return str(status.get("code", "")).upper() in ("ERROR", "STATUS_CODE_ERROR", "2")
 
 
@@ -200,7 +200,7 @@ def waterfall(doc: Mapping[str, Any], budget: int, per_trace: int) -> Waterfall:
     errors: Counter[str] = Counter()
     for s in spans:
         if is_error(s):
-            status = s.get("status") if isinstance(s.get("status"), Mapping) else {}
+            status = mapping(s.get("status"))
             errors[cut(str(status.get("description") or s.get("name") or "error").split("\n")[0], 160)] += 1
     for depth, s in ordered[:limit]:
         t = span_times(s) or (t0, t0)
