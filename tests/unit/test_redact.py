@@ -99,7 +99,7 @@ def test_linear_name_value_search_matches_the_reference_pattern() -> None:
 
     from smoltrace.redact import _PATTERNS, NAME_VALUE_REFERENCE
 
-    pattern, replacement, _, _ = _PATTERNS[3]
+    pattern, replacement, *_ = _PATTERNS[3]
     piece = st.sampled_from(
         [
             *("token", "api_key", "x-api-key", "Password", "pwd", "credential", "AUTHORIZATION", "foo", "a_", ".", "-", "key"),
@@ -114,3 +114,59 @@ def test_linear_name_value_search_matches_the_reference_pattern() -> None:
         assert pattern.sub(replacement, text) == NAME_VALUE_REFERENCE.sub(r"\1" + REDACTED, text)
 
     check()
+
+
+def test_probes_never_hide_a_match_of_their_pattern() -> None:
+    """The fast probes (case-sensitive scans of the lowered text, issue 15) are only a prefilter:
+    scrub gives exactly what the patterns alone give, for ASCII and non-ASCII texts alike."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from smoltrace.redact import _PATTERNS, Redactor
+
+    def reference(text: str) -> str:
+        for pattern, replacement, *_ in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+    piece = st.sampled_from(
+        [
+            *("token", "api_key", "X-API-KEY", "Password", "pwd", "Credentials", "AUTHORIZATION", "Bearer", "basic", "key"),
+            *("https://", "HTTP://", "user", ":pw", "@host", "sk-", "hf_", "0123456789abcdefghij", "ABCDEFGH", "+/="),
+            *("=", ":", " ", '"', "'", ",", ";", "}", "&", "\n", "\t", "abcdefgh", "12345", "é", "\u212a", "\u017f", "\u0130", "\u0131"),
+        ]
+    )
+
+    @settings(max_examples=600, deadline=None)
+    @given(st.lists(piece, max_size=30))
+    def check(parts: list[str]) -> None:
+        text = "".join(parts)
+        assert Redactor([], environ={}).scrub(text) == reference(text)
+
+    check()
+    shapes = [
+        "Authorization: Bearer +/=12345678",
+        'AUTHORIZATION="Basic +/=ABCDEFGH"',
+        "see HTTPS://User:P-ss@host/x and ftp://a@b",
+        "X_API_KEY = 'abcdefgh'; Db-Password:\t\"s3cr3t!!\"",
+        "sk-ABCDEFGHIJKLMNOPQRST hf_ABCDEFGHIJKLMNOPQRSTUV",
+        "to\u212aen=abcdefgh and pa\u017f\u017fword=abcdefgh",  # case-folds to token/password
+        "°C token=abcdefgh",
+    ]
+    for text in shapes:
+        assert Redactor([], environ={}).scrub(text) == reference(text) != text, text
+
+
+def test_a_value_the_redactor_produced_is_not_scanned_again_but_any_other_is() -> None:
+    from smoltrace.redact import Redactor
+
+    r = Redactor([], environ={})
+    long_clean = "x" * 600 + " plain text"
+    assert r.text(long_clean) == long_clean
+    assert r._is_clean(long_clean)
+    # a string the redactor never produced is scrubbed, even when it is long
+    leaked = "y" * 600 + " api_key=abcdefghijkl"
+    assert r.data({"a": [leaked, long_clean]}) == {"a": ["y" * 600 + " api_key=" + REDACTED, long_clean]}
+    # what text() returns after redaction is marked, not what it was given
+    r.text(leaked)
+    assert r.data(leaked) == "y" * 600 + " api_key=" + REDACTED

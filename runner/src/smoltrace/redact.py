@@ -17,6 +17,7 @@ Without knowing a value it still catches credential shapes: `Bearer <token>`, `N
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,15 +55,32 @@ def _name_value(match: re.Match[str]) -> str:
     return name + separator + _CANDIDATE.sub(_name_value, value)
 
 
-# (pattern, replacement, needles: one of them occurs in any match (in the casefolded text if fold))
-_PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool], ...] = (
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"), r"\1" + REDACTED + "@", ("://",), False),
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED, ("bearer",), True),
+# (pattern, replacement, needles, fold, probe). Needles: one of them occurs in any match (in the
+# casefolded text if fold). Probe: a case-sensitive pattern that finds something in the lowered text
+# wherever the pattern would match an ASCII text (a necessary condition, checked before the pattern):
+# Python's `re` scans a case-insensitive alternation several times slower than a case-sensitive one,
+# and the probes almost never match, so a value with no secret costs one fast scan per pattern.
+_PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, re.Pattern[str] | None], ...] = (
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
+        r"\1" + REDACTED + "@",
+        ("://",),
+        False,
+        re.compile(r"://[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
+    ),
+    (
+        re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+        r"\1" + REDACTED,
+        ("bearer",),
+        True,
+        re.compile(r"bearer\s+[a-z0-9._~+/=-]{8,}"),
+    ),
     (
         re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/=]{8,}"),
         r"\1" + REDACTED,
         ("basic",),
         True,
+        re.compile(r"authorization[\"']?\s*[:=]\s*[\"']?basic\s+[a-z0-9+/=]{8,}"),
     ),
     (
         # NAME=value, NAME: "value": the same matches as the single pattern
@@ -73,15 +91,20 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool], ...] = (
         _name_value,
         ("key", "token", "secret", "passw", "pwd", "author", "credential"),
         True,
+        re.compile(
+            r"(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)[\"']?\s*[:=]\s*[\"']?[^\s\"',;}&]{6,}"
+        ),
     ),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False),
-    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False, None),
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False, None),
 )
 _MARGIN = 256
 _CACHE_MIN_CHARS = 512
 _CACHE_MAX_CHARS = 8_000_000
+_CLEAN_MAX = 100_000
 
 
+@functools.lru_cache(maxsize=4096)  # span attribute and JSON keys recur endlessly
 def secret_name(name: str) -> bool:
     """Whether a field named `name` holds a secret: its last word is key/token/secret/password/..."""
     lowered = name.strip().lower()
@@ -173,6 +196,7 @@ class Redactor:
         self._margin = max(_MARGIN, *(len(s) + 1 for s in self._secrets)) if self._secrets else _MARGIN
         # the same long values (system prompt, conversation so far) recur in span after span
         self._cache: dict[str, str] = {}
+        self._clean: set[tuple[int, int]] = set()
         self._cached_chars = 0
 
     @classmethod
@@ -196,11 +220,21 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        folded = value.casefold()  # cheap checks first: most values hold none of the patterns
-        for pattern, replacement, needles, fold in _PATTERNS:
+        # cheap checks first: most values hold none of the patterns. An ASCII text lowered keeps its
+        # positions, so the probes' case-sensitive scans of it stand for the patterns' (?i) scans.
+        lowered = value.lower() if value.isascii() else None
+        folded = lowered if lowered is not None else value.casefold()
+        for pattern, replacement, needles, fold, probe in _PATTERNS:
             haystack = folded if fold else value
-            if any(n in haystack for n in needles):
-                value = pattern.sub(replacement, value)
+            if not any(n in haystack for n in needles):
+                continue
+            if probe is not None and lowered is not None and probe.search(lowered) is None:
+                continue
+            changed = pattern.sub(replacement, value)
+            if changed != value:
+                value = changed
+                lowered = value.lower() if value.isascii() else None
+                folded = lowered if lowered is not None else value.casefold()
         return value
 
     def text(self, value: str) -> str:
@@ -215,7 +249,18 @@ class Redactor:
                 self._cached_chars = 0
             self._cache[value] = cached
             self._cached_chars += len(value)
+            self._mark_clean(cached)
         return cached
+
+    def _mark_clean(self, value: str) -> None:
+        """Remember a long value this redactor produced: when it comes back (the collector's copy of
+        an exported span) `data` need not scan it again. Only (length, hash) pairs are kept."""
+        if len(self._clean) >= _CLEAN_MAX:
+            self._clean.clear()
+        self._clean.add((len(value), hash(value)))
+
+    def _is_clean(self, value: str) -> bool:
+        return len(value) >= _CACHE_MIN_CHARS and (len(value), hash(value)) in self._clean
 
     def _capped(self, value: str) -> str:
         limit = self.max_chars + self._margin
@@ -232,7 +277,7 @@ class Redactor:
     def data(self, value: Any) -> Any:
         """A JSON-like document with secret-named fields replaced and every string scrubbed."""
         if isinstance(value, str):
-            return self.scrub(value)
+            return value if self._is_clean(value) else self.scrub(value)
         if isinstance(value, Mapping):
             return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
