@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .records import LeaderboardRow, RunMetadata
 from .report.formatting import get_path, num
-from .report.rundata import LEADERBOARD_ROW, METADATA, duration_ms
+from .report.rundata import duration_ms
+from .run_folder import LEADERBOARD_ROW, METADATA, RunFolder
 from .sources import HUB_PREFIX, SourceError, is_run_folder, read_hub_rows, read_run_folder
 
 OBJECTIVES = ("cost_usd", "energy_j", "duration_ms")  # per task, lower is better
@@ -79,20 +81,16 @@ def entry_from_board(board: Mapping[str, Any], label: str, metadata: Mapping[str
     )
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8", errors="replace"))
-    except (OSError, ValueError):
-        return None
-
-
 def entry_from_folder(path: Path, label: str | None = None) -> Entry:
-    """A run folder's entry: its leaderboard row (and metadata), else figures from its rows."""
+    """A run folder's entry: its leaderboard row (and metadata), else figures from its rows. Both
+    records are read through RunFolder as far as they go (what the file gave, as a mapping)."""
     label = label or path.name
-    board = _read_json(path / LEADERBOARD_ROW)
-    metadata = _read_json(path / METADATA)
-    metadata = metadata if isinstance(metadata, dict) else {}
-    if not isinstance(board, dict) or "success_rate" not in board or "total_tests" not in board:
+    folder, problems = RunFolder(path), list[str]()
+    row = folder.read_record_lenient(LEADERBOARD_ROW, LeaderboardRow, problems)
+    meta = folder.read_record_lenient(METADATA, RunMetadata, problems)
+    board: Mapping[str, Any] = row.model_dump(mode="json", exclude_unset=True) if row is not None else {}
+    metadata: dict[str, Any] = meta.model_dump(mode="json", exclude_unset=True) if meta is not None else {}
+    if "success_rate" not in board or "total_tests" not in board:
         run = read_run_folder(path, label)
         rows = run.rows
         durations = [d for d in (duration_ms(r) for r in rows) if d is not None]

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 RECORD_SCHEMA_VERSION = 2  # 1: the unversioned folders before records; 2: segments, integrity, notices
@@ -69,8 +69,76 @@ class Record(BaseModel):
     def from_json(cls: type[R], data: Mapping[str, Any]) -> R:
         return cls.model_validate(dict(data))
 
+    def given(self, name: str) -> Any:
+        """The field's value when the file gave it, else None: an old folder's missing field is
+        unknown, not the field's default (a missing `duration_ms` is not 0 ms)."""
+        return getattr(self, name, None) if name in self.model_fields_set else None
+
 
 R = TypeVar("R", bound=Record)
+
+_ZERO: dict[Any, Any] = {str: "", int: 0, float: 0.0, bool: False}
+
+
+def _placeholder(info: FieldInfo) -> Any:
+    """What a required field that is missing or invalid in a damaged file reads as."""
+    annotation = _strip_optional(info.annotation)
+    if annotation in _ZERO:
+        return _ZERO[annotation]
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)[0]
+    return None
+
+
+@typing.final
+class Salvaged(typing.Generic[R]):
+    """A record read from damaged or old data, and the fields that had to be repaired."""
+
+    __slots__ = ("record", "repaired")
+
+    def __init__(self, record: R, repaired: list[str]) -> None:
+        self.record = record
+        self.repaired = repaired
+
+
+def salvage(kind: type[R], data: Any) -> Salvaged[R] | None:
+    """A record from what an old or damaged file holds, as far as it goes (for views of a run,
+    never for writing one): a missing or invalid required field reads as its placeholder ("" or
+    0), an invalid optional field as its default, an invalid item of a list is left out. None when
+    `data` is not a JSON object. Validation stays the records' own: nothing is coerced beyond it."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return Salvaged(kind.model_validate(data), [])  # the common case: nothing to repair, nothing copied
+    except ValidationError:
+        pass
+    values = {str(k): v for k, v in data.items()}
+    repaired: list[str] = []
+    for _ in range(8):
+        try:
+            return Salvaged(kind.model_validate(values), repaired)
+        except ValidationError as err:
+            dropped: dict[str, set[int]] = {}
+            for error in err.errors():
+                loc = error.get("loc", ())
+                if not loc or not isinstance(loc[0], str) or loc[0] not in kind.model_fields:
+                    continue
+                name = loc[0]
+                if name not in repaired:
+                    repaired.append(name)
+                value = values.get(name)
+                if len(loc) >= 2 and isinstance(loc[1], int) and isinstance(value, list):
+                    dropped.setdefault(name, set()).add(loc[1])
+                    continue
+                info = kind.model_fields[name]
+                if info.is_required():
+                    values[name] = _placeholder(info)
+                else:
+                    values.pop(name, None)
+            for name, indices in dropped.items():
+                if isinstance(values.get(name), list):
+                    values[name] = [item for i, item in enumerate(values[name]) if i not in indices]
+    return None
 
 
 # -- results ----------------------------------------------------------------------------------

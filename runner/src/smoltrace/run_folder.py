@@ -51,6 +51,7 @@ from .records import (
     TraceDoc,
     combine_gpu_summaries,
     order_rows,
+    salvage,
 )
 
 RESULTS = "results.json"
@@ -192,6 +193,27 @@ class RunUnion:
         return {uid for s in self.segments for uid in s.executed}
 
 
+@dataclass(slots=True)
+class RunContents:
+    """What a run folder holds, read as far as it goes, for the views of a run (the report,
+    compare, leaderboard): typed records, never raw dicts. A missing file is empty; a file that
+    cannot be read is one line in `problems`; a damaged or old record is salvaged
+    (`records.salvage`) and said so. A run that did not finish writing its files (status
+    `running`: still going, or killed) is read from its checkpoint and the union of its segments."""
+
+    path: Path
+    metadata: RunMetadata | None = None
+    leaderboard: LeaderboardRow | None = None
+    rows: list[ResultRow] = field(default_factory=list)
+    rows_source: str = ""  # RESULTS, CHECKPOINT, or "" when there are none
+    traces: list[TraceDoc] = field(default_factory=list)
+    metric_rows: list[MetricRow] = field(default_factory=list)
+    gpu_summary: GpuSummary | None = None
+    segments: list[SegmentInfo] = field(default_factory=list)
+    from_segments: bool = False  # traces, GPU rows and summary computed by RunFolder.union()
+    problems: list[str] = field(default_factory=list)
+
+
 class RunFolder:
     """A run folder on disk. Every reader and writer of run files goes through it."""
 
@@ -273,6 +295,73 @@ class RunFolder:
     def read_leaderboard(self) -> LeaderboardRow | None:
         raw = self.read_json(LEADERBOARD_ROW)
         return None if raw is None else _validate(LeaderboardRow, raw, self.path / LEADERBOARD_ROW)
+
+    # -- reading for views (lenient) ------------------------------------------------------------
+    def _lenient_json(self, name: str, kind: type[list[Any]] | type[dict[str, Any]], problems: list[str]) -> Any:
+        path = self.path / name
+        if not path.is_file():
+            return None
+        try:
+            value = json.loads(path.read_text("utf-8", errors="replace"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{name} could not be read ({type(exc).__name__}); its part of the report is empty")
+            return None
+        if not isinstance(value, kind):
+            problems.append(f"{name} does not hold a JSON {'list' if kind is list else 'object'}; ignored")
+            return None
+        return value
+
+    def read_record_lenient(self, name: str, kind: type[R], problems: list[str]) -> R | None:
+        """One record file (metadata, leaderboard row) as far as it goes; None when missing,
+        empty or unreadable (said in `problems`)."""
+        value = self._lenient_json(name, dict, problems)
+        if not value:
+            return None
+        found = salvage(kind, value)
+        if found is None:
+            return None
+        if found.repaired:
+            problems.append(f"{name}: fields missing or invalid ({', '.join(found.repaired[:8])}); shown as far as they go")
+        return found.record
+
+    def read_list_lenient(self, name: str, kind: type[R], problems: list[str]) -> list[R] | None:
+        """A list file (results, traces, metric rows) as far as it goes; None when missing or unreadable."""
+        value = self._lenient_json(name, list, problems)
+        if value is None:
+            return None
+        return salvage_list(kind, value, name, problems)
+
+    def contents(self) -> RunContents:
+        """Everything the views of a run show (see `RunContents`)."""
+        c = RunContents(self.path)
+        p = c.problems
+        c.metadata = self.read_record_lenient(METADATA, RunMetadata, p)
+        c.leaderboard = self.read_record_lenient(LEADERBOARD_ROW, LeaderboardRow, p)
+        unfinished = c.metadata is not None and c.metadata.given("status") == "running"
+        results = None if unfinished and self.has(CHECKPOINT) else self.read_list_lenient(RESULTS, ResultRow, p)
+        if results is None and self.has(CHECKPOINT):
+            c.rows, c.rows_source = self.checkpoint.load(), CHECKPOINT
+        else:
+            c.rows, c.rows_source = results or [], RESULTS if results is not None else ""
+        if unfinished and self._segment_dirs():
+            try:
+                union = self.union()
+            except RunFolderError as err:
+                p.append(f"the run's segments could not be combined ({err}); showing its top-level files")
+            else:
+                c.traces, c.metric_rows, c.gpu_summary, c.segments = union.traces, union.metric_rows, union.gpu_summary, union.segments
+                c.rows = [
+                    r if r.energy_j is not None or r.test_case_uid not in union.task_energy_j else _with_energy(r, union) for r in c.rows
+                ]
+                c.from_segments = True
+                return c
+        c.traces = self.read_list_lenient(TRACES, TraceDoc, p) or []
+        c.metric_rows = self.read_list_lenient(METRIC_ROWS, MetricRow, p) or []
+        if c.metadata is not None:
+            found = salvage(GpuSummary, c.metadata.gpu_metrics.get("summary"))
+            c.gpu_summary = found.record if found is not None else None
+            c.segments = list(c.metadata.segments)
+        return c
 
     # -- segments -----------------------------------------------------------------------------
     def _segment_dirs(self) -> list[Path]:
@@ -440,6 +529,29 @@ class RunFolder:
             "traces": f"local:{self.path / TRACES}" if traced else "local:none",
             "metrics": f"local:{self.path / METRICS}",
         }
+
+
+def salvage_list(kind: type[R], items: Sequence[Any], name: str, problems: list[str]) -> list[R]:
+    """The records of a list file as far as they go; what was repaired or left out is one line."""
+    out: list[R] = []
+    skipped, fields = 0, []
+    for item in items:
+        found = salvage(kind, item)
+        if found is None:
+            skipped += 1
+            continue
+        out.append(found.record)
+        fields += [f for f in found.repaired if f not in fields]
+    if skipped:
+        problems.append(f"{name}: {skipped} item(s) are not JSON objects; left out")
+    if fields:
+        problems.append(f"{name}: fields missing or invalid ({', '.join(fields[:8])}); shown as far as they go")
+    return out
+
+
+def _with_energy(row: ResultRow, union: RunUnion) -> ResultRow:
+    """A checkpoint row with the energy its segment apportioned to it."""
+    return row.with_(energy_j=union.task_energy_j[row.test_case_uid], co2_g=union.task_co2_g.get(row.test_case_uid))
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -1,7 +1,7 @@
 """Where `compare` and `leaderboard` read runs from: a run folder, a folder of run folders, or a
 published dataset on the Hub (`hub:owner/smoltrace-results-…` for a run's rows,
-`hub:owner/smoltrace-leaderboard` for leaderboard rows). Run folders are read with the report's
-reader (`smoltrace.report.rundata.load_run`); Hub datasets are downloaded with huggingface_hub and
+`hub:owner/smoltrace-leaderboard` for leaderboard rows). Run folders are read as typed records by
+`RunFolder.contents()` (what each file gave, as dicts: Hub rows are dicts too); Hub datasets are downloaded with huggingface_hub and
 their Parquet files read with pyarrow. Sources are data: nothing in them is used as configuration."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report.rundata import CHECKPOINT, METADATA, RESULTS, load_run
+from .records import Record
+from .run_folder import CHECKPOINT, METADATA, RESULTS, RunFolder
 
 HUB_PREFIX = "hub:"
 
@@ -51,10 +52,15 @@ def read_run_folder(path: Path, label: str | None = None) -> RunSource:
         raise SourceError(f"{label or path}: not a folder (give a run folder or hub:owner/dataset)")
     if not is_run_folder(path):
         raise SourceError(f"{label or path}: not a smoltrace run folder (no {METADATA}, {RESULTS} or {CHECKPOINT})")
-    data = load_run(path)
+    data = RunFolder(path).contents()
     if data.problems and not data.rows:
         raise SourceError(f"{label or path}: {data.problems[0]}")
-    return RunSource(label or str(path), data.rows, data.metadata, data.leaderboard, path)
+    return RunSource(label or str(path), [_given(r) for r in data.rows], _given(data.metadata), _given(data.leaderboard), path)
+
+
+def _given(record: Record | None) -> dict[str, Any]:
+    """What the file gave (a field it lacks stays absent, not its default)."""
+    return record.model_dump(mode="json", exclude_unset=True) if record is not None else {}
 
 
 def read_hub_rows(repo_id: str) -> list[dict[str, Any]]:

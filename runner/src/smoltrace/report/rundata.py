@@ -1,83 +1,63 @@
-"""Reading a run folder for the pages: results (or the checkpoint of a run that died), traces, GPU
-metric rows, metadata and the leaderboard row, each tolerated missing or corrupt (a problem line
-says which). File names and the checkpoint reader are RunFolder's (smoltrace.run_folder); the pages
-read leniently (a damaged file still gives a page), unlike RunFolder's validating readers."""
+"""A run for the pages: `RunFolder.contents()` (typed records read as far as they go — results or
+the checkpoint of a run that died, traces, GPU metric rows, metadata, the leaderboard row, the GPU
+summary; the union of the segments for a run that did not finish writing its files) plus the
+numbers the pages derive from those records. File names, the schema and the reading rules are
+RunFolder's and the records' (`smoltrace.run_folder`, `smoltrace.records`); nothing here reads a
+file itself."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..run_folder import CHECKPOINT, LEADERBOARD_ROW, METADATA, METRIC_ROWS, REPORT, RESULTS, TRACES, RunFolder
-from .formatting import get_path, num, parse_iso
+from ..records import GpuSummary, MetricRow, Record, ResultRow
+from ..run_folder import CHECKPOINT, LEADERBOARD_ROW, METADATA, METRIC_ROWS, REPORT, RESULTS, TRACES, RunContents, RunFolder
+from .formatting import mapping, num, parse_iso
 
-__all__ = ["CHECKPOINT", "LEADERBOARD_ROW", "METADATA", "METRIC_ROWS", "REPORT", "RESULTS", "TRACES"]
+__all__ = [
+    "CHECKPOINT",
+    "LEADERBOARD_ROW",
+    "METADATA",
+    "METRIC_ROWS",
+    "REPORT",
+    "RESULTS",
+    "TRACES",
+    "GpuSeries",
+    "RunData",
+    "duration_ms",
+    "gpu_series",
+    "load_run",
+    "row_duration_ms",
+    "sum_of",
+]
 
-
-@dataclass
-class RunData:
-    run_dir: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    traces: list[dict[str, Any]] = field(default_factory=list)
-    metric_rows: list[dict[str, Any]] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    leaderboard: dict[str, Any] = field(default_factory=dict)
-    rows_source: str = RESULTS
-    problems: list[str] = field(default_factory=list)
-
-
-def _read(path: Path, kind: type, problems: list[str]) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text("utf-8", errors="replace"))
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name} could not be read ({type(exc).__name__}); its part of the report is empty")
-        return None
-    if not isinstance(value, kind):
-        problems.append(f"{path.name} does not hold a JSON {kind.__name__}; ignored")
-        return None
-    return value
-
-
-def _dicts(items: Any) -> list[dict[str, Any]]:
-    return [dict(item) for item in items or () if isinstance(item, Mapping)]
-
-
-def _read_checkpoint(path: Path) -> list[dict[str, Any]]:
-    """Finished executions from the checkpoint journal (RunFolder's reader: a torn last line is skipped)."""
-    return [row.to_json() for row in RunFolder(path.parent).checkpoint.load()]
+RunData = RunContents  # what the pages are built from
 
 
 def load_run(run_dir: Path) -> RunData:
-    run_dir = Path(run_dir)
-    data = RunData(run_dir)
-    p = data.problems
-    data.metadata = _read(run_dir / METADATA, dict, p) or {}
-    data.leaderboard = _read(run_dir / LEADERBOARD_ROW, dict, p) or {}
-    results = _read(run_dir / RESULTS, list, p)
-    if results is None and (run_dir / CHECKPOINT).is_file():
-        data.rows = _read_checkpoint(run_dir / CHECKPOINT)
-        data.rows_source = CHECKPOINT
-    else:
-        data.rows = _dicts(results)
-        data.rows_source = RESULTS if results is not None else ""
-    traces = _read(run_dir / TRACES, list, p)
-    data.traces = [t for t in _dicts(traces) if isinstance(t.get("spans", []), list)]
-    data.metric_rows = _dicts(_read(run_dir / METRIC_ROWS, list, p))
-    return data
+    """The run in `run_dir` as typed records (a damaged or old folder still gives a page: its
+    problems are lines of `problems`)."""
+    return RunFolder(Path(run_dir)).contents()
 
 
 # -- run-level numbers ------------------------------------------------------------------------
-def sum_of(rows: Iterable[Mapping[str, Any]], key: str) -> float | None:
-    values = [v for v in (num(r.get(key)) for r in rows) if v is not None]
+def sum_of(records: Iterable[Record], name: str) -> float | None:
+    """The sum of a field over the records that give it (None when none does: unknown, not 0)."""
+    values = [v for v in (num(r.given(name)) for r in records) if v is not None]
     return sum(values) if values else None
 
 
+def row_duration_ms(row: ResultRow) -> float | None:
+    """An execution's wall time: `duration_ms`, else the root span's `execution_time_ms` (rows
+    written before `duration_ms` existed), else unknown."""
+    d = num(row.given("duration_ms"))
+    return d if d is not None else num(row.given("execution_time_ms"))
+
+
 def duration_ms(row: Mapping[str, Any]) -> float | None:
+    """The same rule for a row read as a dict (a Hub dataset's Parquet rows in compare/leaderboard)."""
     d = num(row.get("duration_ms"))
     return d if d is not None else num(row.get("execution_time_ms"))
 
@@ -98,29 +78,36 @@ class GpuSeries:
     cost_usd: float | None = None
 
 
-def _sample_ns(row: Mapping[str, Any]) -> float | None:
-    ns = num(row.get("timestamp_unix_nano"))
+def _sample_ns(row: MetricRow) -> float | None:
+    ns = num(row.timestamp_unix_nano)
     if ns is not None:
         return ns
-    dt = parse_iso(row.get("timestamp"))
+    dt = parse_iso(row.timestamp)
     return dt.timestamp() * 1e9 if dt else None
 
 
+def devices(data: RunData) -> list[Mapping[str, Any]]:
+    """The run's GPUs as the exporter described them (summary devices, else those it listed)."""
+    summary: GpuSummary | None = data.gpu_summary
+    listed: Any = summary.devices if summary is not None and summary.devices else None
+    if not listed and data.metadata is not None:
+        listed = data.metadata.gpu_metrics.get("devices")
+    return [d for d in listed if isinstance(d, Mapping)] if isinstance(listed, list) else []
+
+
 def gpu_series(data: RunData) -> list[GpuSeries]:
-    """One series per GPU from metrics_rows.json (sorted by time), with totals from the summary."""
-    samples: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
+    """One series per GPU from the metric rows (sorted by time), with totals from the summary."""
+    samples: dict[str, list[tuple[float, MetricRow]]] = {}
     for row in data.metric_rows:
         ns = _sample_ns(row)
         if ns is None:
             continue
-        samples.setdefault(str(row.get("gpu_id", "?")), []).append((ns, row))
-    devices = get_path(data.metadata, "gpu_metrics", "summary", "devices") or get_path(data.metadata, "gpu_metrics", "devices") or []
+        samples.setdefault(str(row.gpu_id or "?"), []).append((ns, row))
     by_key: dict[str, Mapping[str, Any]] = {}
-    for item in devices if isinstance(devices, list) else []:
-        if isinstance(item, Mapping):
-            by_key.setdefault(str(item.get("index")), item)
-            if item.get("uuid"):
-                by_key.setdefault(str(item["uuid"]), item)
+    for dev in devices(data):
+        by_key.setdefault(str(dev.get("index")), dev)
+        if dev.get("uuid"):
+            by_key.setdefault(str(dev["uuid"]), dev)
     t0 = min((ns for rows in samples.values() for ns, _ in rows), default=0.0)
 
     def sort_key(gpu_id: str) -> tuple[int, float, str]:
@@ -131,21 +118,21 @@ def gpu_series(data: RunData) -> list[GpuSeries]:
     for gpu_id in sorted(samples, key=sort_key):
         rows = sorted(samples[gpu_id], key=lambda item: item[0])
         last = rows[-1][1]
-        uuid = str(last.get("gpu_uuid") or "")
-        dev = by_key.get(uuid) or by_key.get(gpu_id) or {}
-        s = GpuSeries(gpu_id, str(last.get("gpu_name") or dev.get("name") or "GPU"), uuid)
+        uuid = str(last.gpu_uuid or "")
+        dev = mapping(by_key.get(uuid) or by_key.get(gpu_id))
+        s = GpuSeries(gpu_id, str(last.gpu_name or dev.get("name") or "GPU"), uuid)
         for ns, sample in rows:
             s.t.append((ns - t0) / 1e9)
-            s.util.append(num(sample.get("gpu_utilization_percent")))
-            s.mem.append(num(sample.get("gpu_memory_used_mib")))
-            s.temp.append(num(sample.get("gpu_temperature_celsius")))
-            s.power.append(num(sample.get("gpu_power_watts")))
-        totals = [v for v in (num(r.get("gpu_memory_total_mib")) for _, r in rows) if v]
+            s.util.append(num(sample.gpu_utilization_percent))
+            s.mem.append(num(sample.gpu_memory_used_mib))
+            s.temp.append(num(sample.gpu_temperature_celsius))
+            s.power.append(num(sample.gpu_power_watts))
+        totals = [v for v in (num(r.gpu_memory_total_mib) for _, r in rows) if v]
         dev_total = num(dev.get("memory_total_bytes"))
         s.mem_total = max(totals) if totals else (dev_total / 2**20 if dev_total else None)
 
-        def cumulative(key: str, rows: list[tuple[float, Mapping[str, Any]]] = rows) -> float | None:
-            values = [v for v in (num(r.get(key)) for _, r in rows) if v is not None]
+        def cumulative(name: str, rows: list[tuple[float, MetricRow]] = rows) -> float | None:
+            values = [v for v in (num(getattr(r, name)) for _, r in rows) if v is not None]
             return max(values) if values else None
 
         s.energy_j = num(dev.get("energy_joules")) if dev else None

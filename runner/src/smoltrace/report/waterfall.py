@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..records import TraceDoc
 from .charts import nice_ticks, tick_label
 from .formatting import cut, fmt_ms, mapping, num, parse_iso
 
@@ -172,9 +173,9 @@ class Waterfall:
     drawn: int = 0
 
 
-def waterfall(doc: Mapping[str, Any], budget: int, per_trace: int) -> Waterfall:
+def waterfall(doc: TraceDoc, budget: int, per_trace: int) -> Waterfall:
     """A trace as a waterfall (at most `per_trace` spans, and `budget` for the rest of the page)."""
-    spans = [s for s in doc.get("spans") or [] if isinstance(s, Mapping)]
+    spans: list[Mapping[str, Any]] = [s for s in doc.spans if isinstance(s, Mapping)]
     if not spans:
         return Waterfall(message="This trace holds no spans.")
     ordered = ordered_spans(spans)
@@ -196,7 +197,7 @@ def waterfall(doc: Mapping[str, Any], budget: int, per_trace: int) -> Waterfall:
         pct = tv / total_ms * 100
         align = "start" if pct < 4 else ("end" if pct > 92 else "mid")
         wf.axis.append(AxisTick(f"{pct:.2f}", align, f"{tick_label(tv, step)} ms"))
-    root_ids = {str(doc.get("root_span_id"))} if doc.get("root_span_id") else set()
+    root_ids = {doc.root_span_id} if doc.root_span_id else set()
     errors: Counter[str] = Counter()
     for s in spans:
         if is_error(s):
