@@ -24,11 +24,13 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
+
+if TYPE_CHECKING:  # pyarrow (and numpy) cost ~0.4 s and ~30 MB: imported only where a schema is built
+    import pyarrow as pa
 
 RECORD_SCHEMA_VERSION = 2  # 1: the unversioned folders before records; 2: segments, integrity, notices
 LEADERBOARD_SCHEMA_VERSION = 1  # the leaderboard row's own schema (its Arrow types); bump on a type change
@@ -542,7 +544,10 @@ class RunMetadata(Record):
 
 
 # -- Arrow schemas and card tables from the records ------------------------------------------
-_SCALARS: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+def _scalars() -> dict[Any, pa.DataType]:
+    import pyarrow as pa
+
+    return {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -556,9 +561,12 @@ def _strip_optional(annotation: Any) -> Any:
 
 def arrow_type(annotation: Any) -> pa.DataType:
     """The Arrow type of a record field's annotation (scalars and lists of scalars)."""
+    import pyarrow as pa
+
     inner = _strip_optional(annotation)
-    if inner in _SCALARS:
-        return _SCALARS[inner]
+    scalars = _scalars()
+    if inner in scalars:
+        return scalars[inner]
     if typing.get_origin(inner) is list:
         (item,) = typing.get_args(inner)
         return pa.list_(arrow_type(item))
@@ -566,12 +574,16 @@ def arrow_type(annotation: Any) -> pa.DataType:
 
 
 def arrow_fields(record: type[Record], *, skip: Sequence[str] = ()) -> list[pa.Field]:
+    import pyarrow as pa
+
     hints = typing.get_type_hints(record)
     return [pa.field(name, arrow_type(hints[name])) for name in record.model_fields if name not in skip]
 
 
 def arrow_schema(record: type[Record], *, extra: Sequence[pa.Field] = ()) -> pa.Schema:
     """The Hub (Parquet) schema of a record: its declared fields in order, nested ones from `extra`."""
+    import pyarrow as pa
+
     nested = {f.name for f in extra}
     fields = []
     hints = typing.get_type_hints(record)
