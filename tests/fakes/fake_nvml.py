@@ -85,6 +85,17 @@ class _FieldFault:
 
 
 @dataclass
+class FakeMig:
+    """One MIG instance of a FakeGpu: its own memory only (NVML gives an instance nothing else)."""
+
+    slot: int
+    uuid: str
+    memory_total_bytes: int
+    memory_used: Reading = 1 * GIB
+    gpu_instance_id: int = -1
+
+
+@dataclass
 class FakeGpu:
     """One scripted GPU. Builder methods return `self` so they chain."""
 
@@ -99,6 +110,7 @@ class FakeGpu:
     lost_after: int | None = None  # per-device calls that succeed before GpuIsLost
     lost_code: int = pynvml.NVML_ERROR_GPU_IS_LOST
     calls: int = 0  # per-device calls (device_info and readings), failing ones included
+    mig: list[FakeMig] = field(default_factory=list)  # MIG instances (MIG mode on when not empty)
 
     # -- builder ------------------------------------------------------------------------------
     def set(self, fld: Field, value: Reading) -> FakeGpu:
@@ -149,6 +161,14 @@ class FakeGpu:
     def reset_energy(self, to: float = 0.0) -> FakeGpu:
         """The counter restarts (driver reload, GPU reset): it goes backwards to `to`."""
         self.energy_joules = float(to)
+        return self
+
+    def with_mig(self, *memory_totals: int) -> FakeGpu:
+        """MIG on, with one instance per memory size (bytes), in slots 0, 1, ..."""
+        self.mig = [
+            FakeMig(slot, f"MIG-fa4e{self.index:04x}-0000-4000-8000-{slot:012x}", total, gpu_instance_id=slot + 1)
+            for slot, total in enumerate(memory_totals)
+        ]
         return self
 
     # -- state --------------------------------------------------------------------------------
@@ -366,3 +386,21 @@ class FakeNvml:
 
     def total_energy_joules(self, index: int) -> float:
         return float(self._read("total_energy_joules", index))
+
+    def mig_devices(self, index: int) -> list[DeviceInfo]:
+        with self._lock:
+            self._enter("mig_devices")  # not a per-device call: lose_after() counts stay as they were
+            gpu = self.gpus[index]
+            return [
+                DeviceInfo(index, m.uuid, f"{gpu.name} MIG", m.memory_total_bytes, True, gpu.uuid, m.slot, m.gpu_instance_id)
+                for m in gpu.mig
+            ]
+
+    def mig_memory_used_bytes(self, index: int, mig_index: int) -> int:
+        with self._lock:
+            gpu = self._device("mig_memory_used_bytes", index)
+            for m in gpu.mig:
+                if m.slot == mig_index:
+                    value = m.memory_used
+                    return int(value(self.clock()) if callable(value) else value)
+            raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)

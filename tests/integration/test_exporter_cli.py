@@ -139,6 +139,8 @@ def test_cli_idle_exits_quickly_on_sigterm_and_sigint(spawn_exporter: Callable[.
     [
         pytest.param(["--backend", "bogus"], "--backend must be 'nvml' or 'simulated[:N]'", id="backend-bogus"),
         pytest.param(["--backend", "simulated:0"], "1 <= N <= 64", id="backend-zero-gpus"),
+        pytest.param(["--backend", "simulated:2,mig=2:3"], "beyond GPUs 0..1", id="backend-mig-no-such-gpu"),
+        pytest.param(["--backend", "simulated:1,mig=0:8"], "needs 1..7 MIG instances", id="backend-mig-too-many"),
         pytest.param(["--pue", "0.5"], "--pue must be 1.0..10", id="pue-0.5"),
         pytest.param(["--grpc-address", "nonsense"], "--grpc-address must be HOST:PORT", id="grpc-address-nonsense"),
         pytest.param(["--metrics-address", "127.0.0.1:99999"], "port must be 0..65535", id="metrics-port-too-big"),

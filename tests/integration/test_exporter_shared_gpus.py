@@ -12,7 +12,7 @@ import pytest
 
 from smoltrace_gpu_exporter.app import ExporterApp
 from smoltrace_proto import pb
-from tests.integration.conftest import RPC_TIMEOUT_S, Client, start_request
+from tests.integration.conftest import RPC_TIMEOUT_S, Client, sim_config, start_request
 
 SIM_UUID = "GPU-5170a7ed-0000-4000-8000-{:012d}"
 
@@ -82,3 +82,61 @@ def test_unknown_gpu_uuids_are_invalid(make_app: Callable[..., ExporterApp], cli
         client.stub.StartSampling(start_request("unknown", gpu_uuids=["GPU-00000000-dead"]), timeout=RPC_TIMEOUT_S)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "GPU-00000000-dead" in err.value.details() and SIM_UUID.format(1) in err.value.details()
+
+
+# -- MIG ------------------------------------------------------------------------------------------
+MIG_BACKEND = "simulated:2,mig=0:2"  # GPU 0 split into two MIG instances, GPU 1 whole
+
+
+def test_two_runs_on_two_mig_instances_are_each_charged_their_memory_share(
+    make_app: Callable[..., ExporterApp], client_factory: Callable[..., Client], record_property: Callable[[str, object], None]
+) -> None:
+    app = make_app(sim_config(backend=MIG_BACKEND))
+    client = client_factory(app.addresses.grpc)
+    parent = SIM_UUID.format(0)
+    probe = client.stub.StartSampling(start_request("probe"), timeout=RPC_TIMEOUT_S)
+    migs = [d for d in probe.devices if d.is_mig]
+    assert [(d.index, d.parent_uuid, d.mig_index) for d in migs] == [(0, parent, 0), (0, parent, 1)]
+    assert all(d.uuid.startswith("MIG-") for d in migs)
+    parent_memory = next(d.memory_total_bytes for d in probe.devices if d.uuid == parent)
+    client.stub.StopSampling(pb.StopSamplingRequest(run_id="probe"), timeout=RPC_TIMEOUT_S)
+    summaries = []
+    for i, mig in enumerate(migs):
+        reply = client.stub.StartSampling(start_request(f"mig-{i}", interval_ms=50, gpu_uuids=[mig.uuid]), timeout=RPC_TIMEOUT_S)
+        (device,) = reply.devices
+        assert (device.uuid, device.is_mig, device.parent_uuid) == (mig.uuid, True, parent)
+        time.sleep(0.3)
+    for i in range(2):
+        time.sleep(0.3)
+        summaries.append(client.stub.StopSampling(pb.StopSamplingRequest(run_id=f"mig-{i}"), timeout=RPC_TIMEOUT_S))
+    start = app.registry.get("mig-0").accounts[migs[0].uuid].energy.counter_first  # the parent's counter
+    end = app.registry.get("mig-1").accounts[migs[1].uuid].energy.counter_last
+    assert start is not None and end is not None
+    parent_energy = end - start
+    total = sum(s.energy_joules for s in summaries)
+    print(f"2 runs on 2 MIG instances: {total:.3f} J of the parent's {parent_energy:.3f} J ({total / parent_energy:.6f})")
+    record_property("mig_ratio", total / parent_energy)
+    assert total < parent_energy
+    for s, mig in zip(summaries, migs, strict=True):
+        (d,) = s.devices
+        assert (d.uuid, d.is_mig, d.parent_uuid, d.energy_method, d.split_method) == (
+            mig.uuid,
+            True,
+            parent,
+            "mig_memory_share",
+            "exclusive",
+        )
+        own = app.registry.get(s.run_id).accounts[mig.uuid]
+        window = (own.energy.counter_last or 0.0) - (own.energy.counter_first or 0.0)
+        assert d.energy_joules == pytest.approx(window * mig.memory_total_bytes / parent_memory, rel=1e-9)
+
+
+def test_an_unknown_mig_uuid_is_invalid(make_app: Callable[..., ExporterApp], client_factory: Callable[..., Client]) -> None:
+    app = make_app(sim_config(backend=MIG_BACKEND))
+    client = client_factory(app.addresses.grpc)
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.StartSampling(
+            start_request("unknown-mig", gpu_uuids=["MIG-00000000-0000-0000-0000-00000000dead"]), timeout=RPC_TIMEOUT_S
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MIG-00000000-0000-0000-0000-00000000dead" in err.value.details() and "MIG-5170a7ed-0000" in err.value.details()

@@ -147,6 +147,79 @@ def test_unknown_gpus_exit_2_before_any_task(
     assert requests <= 1  # the preflight at most; no task ran
 
 
+MIG_UUIDS = [f"MIG-5170a7ed-0000-4000-8000-{slot:012d}" for slot in range(2)]
+
+
+@pytest.fixture(scope="module")
+def mig_host() -> Iterator[str]:
+    """A 2-GPU host whose GPU 0 is split into two MIG instances."""
+    proc = ReadyLineProcess(
+        [
+            sys.executable,
+            "-m",
+            "smoltrace_gpu_exporter.cli",
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--backend",
+            "simulated:2,mig=0:2",
+            "--log-level",
+            "WARNING",
+        ],
+        env=child_env(),
+    )
+    yield str(proc.ready["grpc"])
+    proc.close()
+
+
+def test_a_run_scoped_to_a_mig_instance_by_index_form_or_uuid(
+    mig_host: str, server: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "0:1")  # MIG device 1 of GPU 0, as the container toolkit reads it
+    run = run_main(api_run(server, "--gpu-exporter", mig_host), tmp_path / "a")
+    assert run.rc == 0, run.stderr
+    meta = run.metadata
+    assert meta["gpu_scope"]["uuids"] == [MIG_UUIDS[1]] and meta["gpu_scope"]["source"] == "nvidia_visible_devices"
+    (device,) = meta["gpu_metrics"]["summary"]["devices"]
+    assert (device["uuid"], device["is_mig"], device["parent_uuid"], device["energy_method"]) == (
+        MIG_UUIDS[1],
+        True,
+        UUIDS[0],
+        "mig_memory_share",
+    )
+    assert meta["gpu_metrics"]["devices"] == [
+        {
+            "index": 0,
+            "uuid": MIG_UUIDS[1],
+            "name": "Simulated GPU 80GB MIG 3g.40gb",
+            "memory_total_bytes": device["memory_total_bytes"],
+            "is_mig": True,
+            "parent_uuid": UUIDS[0],
+            "mig_index": 1,
+        }
+    ]
+    # half the parent's memory: half its power over the run, never the whole GPU's
+    assert 0 < device["energy_joules"] < 0.55 * device["power_watts"]["max"] * device["duration_seconds"]
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES")
+    run = run_main(api_run(server, "--gpu-exporter", mig_host, "--gpus", MIG_UUIDS[0]), tmp_path / "b")
+    assert run.rc == 0, run.stderr
+    assert measured_uuids(run.metadata) == [MIG_UUIDS[0]]
+
+
+@pytest.mark.parametrize("value", ["0:5", "MIG-5170a7ed-dead-4000-8000-000000000000"])
+def test_an_unknown_mig_device_is_exit_2_listing_the_instances(
+    value: str, mig_host: str, server: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", value)
+    run = run_main(api_run(server, "--gpu-exporter", mig_host), tmp_path / "out")
+    assert run.rc == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert value in line and f"0:1 {MIG_UUIDS[1]}" in line and UUIDS[1] in line, line
+    assert_no_traceback(run.stderr)
+    assert run.run_dirs == []
+
+
 def test_nvidia_visible_devices_none_measures_nothing(
     server: FakeOpenAIServer, connection_recorder: ConnectionRecorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -225,3 +225,55 @@ def test_the_device_plugins_volume_mounts_strategy(tmp_path) -> None:
     got = scope({"NVIDIA_VISIBLE_DEVICES": str(folder)})
     assert (got.source, got.uuids) == (SOURCE_NVIDIA, (UUIDS[3],))
     assert scope({"NVIDIA_VISIBLE_DEVICES": str(tmp_path / "missing")}).source == SOURCE_ALL
+
+
+# -- MIG: a 2-GPU host whose GPU 0 is split into two MIG instances (as the exporter lists it) -------
+MIG_UUIDS = [f"MIG-5170a7ed-0000-4000-8000-{slot:012d}" for slot in range(2)]
+MIG_HOST = [
+    DEVICES[0],
+    *(
+        ExporterDevice(0, u, "Simulated GPU 80GB MIG 3g.40gb", is_mig=True, parent_uuid=UUIDS[0], mig_index=s)
+        for s, u in enumerate(MIG_UUIDS)
+    ),
+    DEVICES[1],
+]
+
+
+def mig_scope(env: dict[str, str], gpus: str | None = None, embedded: bool = False):
+    return resolve_scope(ScopeInputs.read(gpus, env), MIG_HOST, embedded=embedded)
+
+
+def test_mig_index_form_names_one_instance() -> None:
+    got = mig_scope({"NVIDIA_VISIBLE_DEVICES": "0:1"})
+    assert (got.source, got.uuids) == (SOURCE_NVIDIA, (MIG_UUIDS[1],))
+    assert mig_scope({}, gpus="0:0,1").uuids == (MIG_UUIDS[0], UUIDS[1])
+    assert mig_scope({"NVIDIA_VISIBLE_DEVICES": MIG_UUIDS[0]}).uuids == (MIG_UUIDS[0],)
+
+
+def test_a_plain_index_all_and_all_visible_are_whole_gpus_on_a_mig_host() -> None:
+    assert mig_scope({"NVIDIA_VISIBLE_DEVICES": "0"}).uuids == (UUIDS[0],)  # not the last MIG instance of GPU 0
+    assert mig_scope({}, gpus="all").uuids == (UUIDS[0], UUIDS[1])
+    everything = mig_scope({})
+    assert (everything.source, everything.uuids) == (SOURCE_ALL, (UUIDS[0], UUIDS[1]))
+    assert "all 2 GPUs" in everything.warnings[0]
+    # a list naming a GPU and one of its instances owns the GPU (the instance is inside it)
+    assert mig_scope({"NVIDIA_VISIBLE_DEVICES": f"{UUIDS[0]},{MIG_UUIDS[1]}"}).uuids == (UUIDS[0],)
+    # CUDA indices within a list narrowed to MIG instances are those instances
+    narrowed = mig_scope({"NVIDIA_VISIBLE_DEVICES": "0:0,0:1", "CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    assert narrowed.uuids == (MIG_UUIDS[1],)
+
+
+def test_unknown_mig_devices_are_an_error_listing_the_instances() -> None:
+    for env, gpus in (({"NVIDIA_VISIBLE_DEVICES": "0:2"}, None), ({}, "MIG-deadbeef-0000"), ({}, "1:0")):
+        with pytest.raises(GpuScopeError) as info:
+            mig_scope(env, gpus)
+        message = str(info.value)
+        assert "does not see" in message and "0:1 " + MIG_UUIDS[1] in message and "\n" not in message
+
+
+def test_gpus_flag_accepts_the_mig_index_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args(["--model", "m", "--gpus", "0:1, MIG-abc"])
+    assert config_from_args(args).gpus == "0:1,MIG-abc"
+    for bad in ("0:", ":1", "0:1:2", "a:1"):
+        with pytest.raises(ConfigError, match="--gpus"):
+            config_from_args(build_parser().parse_args(["--model", "m", "--gpus", bad]))

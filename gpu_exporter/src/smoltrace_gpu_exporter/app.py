@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def make_backend(config: ExporterConfig) -> NvmlBackend:
-    count = config.simulated_count()
-    return PynvmlBackend() if count is None else SimulatedBackend(count)
+    spec = config.simulated_spec()
+    return PynvmlBackend() if spec is None else SimulatedBackend(spec[0], mig=spec[1])
 
 
 @dataclass(frozen=True, slots=True)

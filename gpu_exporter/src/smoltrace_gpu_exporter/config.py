@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 class ExporterConfig:
     grpc_address: str = "127.0.0.1:50051"
     metrics_address: str = "127.0.0.1:9402"
-    backend: str = "nvml"  # "nvml" or "simulated[:N]"
+    backend: str = "nvml"  # "nvml" or "simulated[:N][,mig=I:K]..."
     idle_interval_ms: int = 15_000
     otlp_endpoint: str = ""
     otlp_allow: str = ""  # comma-separated hosts, host:port or CIDR networks runs may push OTLP to
@@ -41,16 +41,31 @@ class ExporterConfig:
     metrics_scope: str = "node"  # "node": every GPU on /metrics; "runs": only the GPUs of this exporter's runs (sidecar)
 
     def simulated_count(self) -> int | None:
-        """N for `simulated[:N]`, None for nvml."""
+        """N for `simulated[:N][,mig=I:K...]`, None for nvml."""
+        spec = self.simulated_spec()
+        return None if spec is None else spec[0]
+
+    def simulated_spec(self) -> tuple[int, dict[int, int]] | None:
+        """(N, {GPU index: MIG instances}) for `simulated[:N][,mig=I:K]...`, None for nvml."""
         if self.backend == "nvml":
             return None
-        match = re.fullmatch(r"simulated(?::(\d+))?", self.backend)
+        match = re.fullmatch(r"simulated(?::(\d+))?((?:,mig=\d+:\d+)*)", self.backend)
         if not match:
-            raise ConfigError(f"--backend must be 'nvml' or 'simulated[:N]', got {self.backend!r}")
+            raise ConfigError(
+                f"--backend must be 'nvml' or 'simulated[:N]' (add ',mig=GPU:INSTANCES' to split a GPU into MIG instances), got {self.backend!r}"
+            )
         count = int(match.group(1) or 1)
         if not 1 <= count <= 64:
             raise ConfigError(f"--backend simulated:N needs 1 <= N <= 64, got {count}")
-        return count
+        mig: dict[int, int] = {}
+        for gpu_text, instances_text in re.findall(r",mig=(\d+):(\d+)", match.group(2)):
+            gpu, instances = int(gpu_text), int(instances_text)
+            if gpu >= count or gpu in mig:
+                raise ConfigError(f"--backend {self.backend}: mig={gpu}:... names GPU {gpu} twice or beyond GPUs 0..{count - 1}")
+            if not 1 <= instances <= 7:
+                raise ConfigError(f"--backend {self.backend}: mig={gpu}:{instances} needs 1..7 MIG instances")
+            mig[gpu] = instances
+        return count, mig
 
     def allow_list(self) -> AllowList:
         return AllowList.parse(self.otlp_allow, self.otlp_endpoint)
@@ -77,7 +92,7 @@ class ExporterConfig:
             raise ConfigError(f"cannot read TLS file {err.filename}: {err.strerror}") from err
 
     def validate(self) -> ExporterConfig:
-        self.simulated_count()
+        self.simulated_spec()
         split_address(self.grpc_address, "--grpc-address")
         split_address(self.metrics_address, "--metrics-address")
         if not 50 <= self.idle_interval_ms <= 3_600_000:
@@ -119,7 +134,12 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     # (flag, field, type, help)
     ("--grpc-address", "grpc_address", str, "gRPC control API HOST:PORT (default 127.0.0.1:50051; port 0 = any free port)"),
     ("--metrics-address", "metrics_address", str, "Prometheus /metrics HOST:PORT (default 127.0.0.1:9402)"),
-    ("--backend", "backend", str, "nvml (default) or simulated[:N] for N simulated GPUs (demos, tests)"),
+    (
+        "--backend",
+        "backend",
+        str,
+        "nvml (default) or simulated[:N] for N simulated GPUs (demos, tests); ',mig=I:K' splits simulated GPU I into K MIG instances",
+    ),
     ("--idle-interval-ms", "idle_interval_ms", int, "sampling interval when no run is active (default 15000)"),
     ("--otlp-endpoint", "otlp_endpoint", str, "default OTLP/gRPC endpoint for runs that name none (default: none)"),
     (

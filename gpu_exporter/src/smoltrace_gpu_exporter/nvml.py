@@ -25,10 +25,19 @@ class Field(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
+    """A whole GPU, or a MIG instance carved from one (`is_mig`). A MIG instance carries its
+    parent's NVML `index`, the parent's UUID and its own slot under the parent (`mig_index`, what
+    `nvmlDeviceGetMigDeviceHandleByIndex` takes and the `GPU:MIG` form of NVIDIA_VISIBLE_DEVICES
+    names); `memory_total_bytes` is the instance's own memory."""
+
     index: int
     uuid: str
     name: str
     memory_total_bytes: int
+    is_mig: bool = False
+    parent_uuid: str = ""
+    mig_index: int = -1
+    gpu_instance_id: int = -1
 
 
 @runtime_checkable
@@ -48,6 +57,8 @@ class NvmlBackend(Protocol):
     def temperature_celsius(self, index: int) -> float: ...
     def power_watts(self, index: int) -> float: ...
     def total_energy_joules(self, index: int) -> float: ...
+    def mig_devices(self, index: int) -> list[DeviceInfo]: ...
+    def mig_memory_used_bytes(self, index: int, mig_index: int) -> int: ...
 
 
 class ErrorKind(enum.StrEnum):
@@ -112,14 +123,17 @@ class PynvmlBackend:
 
     def __init__(self) -> None:
         self._handles: dict[int, object] = {}
+        self._mig_handles: dict[tuple[int, int], object] = {}
         self._memory_v2 = True
 
     def init(self) -> None:
         pynvml.nvmlInit()
         self._handles = {}
+        self._mig_handles = {}
 
     def shutdown(self) -> None:
         self._handles = {}
+        self._mig_handles = {}
         pynvml.nvmlShutdown()
 
     def _handle(self, index: int) -> object:
@@ -171,3 +185,72 @@ class PynvmlBackend:
 
     def total_energy_joules(self, index: int) -> float:
         return pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle(index)) / 1000.0  # mJ
+
+    # -- MIG ----------------------------------------------------------------------------------
+    def mig_devices(self, index: int) -> list[DeviceInfo]:
+        """The MIG instances of GPU `index` ([] when MIG is off or the GPU has no MIG mode).
+
+        `nvmlDeviceGetMigMode` -> (current, pending); with MIG enabled, slots
+        0..`nvmlDeviceGetMaxMigDeviceCount`-1 are tried with `nvmlDeviceGetMigDeviceHandleByIndex`
+        (an empty slot answers NOT_FOUND). Each instance: its UUID (`MIG-...`), its name, its own
+        memory (memory info of the MIG handle), its parent through
+        `nvmlDeviceGetDeviceHandleFromMigDeviceHandle`, its GPU instance id."""
+        handle = self._handle(index)
+        try:
+            current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+        except pynvml.NVMLError as err:
+            if classify_error(err) is ErrorKind.UNSUPPORTED:
+                return []
+            raise
+        if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+            return []
+        parent_uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+        out: list[DeviceInfo] = []
+        for slot in range(int(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except pynvml.NVMLError as err:
+                if classify_error(err) is ErrorKind.UNSUPPORTED:  # NOT_FOUND: no instance in this slot
+                    continue
+                raise
+            self._mig_handles[(index, slot)] = mig
+            out.append(
+                DeviceInfo(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(mig)),
+                    name=_text(pynvml.nvmlDeviceGetName(mig)),
+                    memory_total_bytes=int(self._memory(mig).total),
+                    is_mig=True,
+                    parent_uuid=self._parent_uuid(mig, parent_uuid),
+                    mig_index=slot,
+                    gpu_instance_id=self._optional_int(pynvml.nvmlDeviceGetGpuInstanceId, mig),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _parent_uuid(mig: object, enumerated_from: str) -> str:
+        try:
+            return _text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)))
+        except pynvml.NVMLError as err:
+            if classify_error(err) is not ErrorKind.UNSUPPORTED:
+                raise
+            return enumerated_from
+
+    @staticmethod
+    def _optional_int(getter: object, handle: object) -> int:
+        try:
+            return int(getter(handle))  # type: ignore[operator]
+        except pynvml.NVMLError as err:
+            if classify_error(err) is not ErrorKind.UNSUPPORTED:
+                raise
+            return -1
+
+    def mig_memory_used_bytes(self, index: int, mig_index: int) -> int:
+        """Memory in use on one MIG instance (the only per-instance reading NVML gives: utilisation
+        is NOT_SUPPORTED on MIG handles; power, temperature and energy exist only on the parent)."""
+        handle = self._mig_handles.get((index, mig_index))
+        if handle is None:
+            handle = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(self._handle(index), mig_index)
+            self._mig_handles[(index, mig_index)] = handle
+        return int(self._memory(handle).used)

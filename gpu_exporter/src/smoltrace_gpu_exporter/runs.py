@@ -20,7 +20,15 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from smoltrace_proto.summary import SPLIT_EQUAL_SHARE, SPLIT_EXCLUSIVE, DeviceSummary, RunSummary, StatsSummary
+from smoltrace_proto.summary import (
+    METHOD_MIG_MEMORY_SHARE,
+    SPLIT_EQUAL_SHARE,
+    SPLIT_EXCLUSIVE,
+    SPLIT_IN_PARENT,
+    DeviceSummary,
+    RunSummary,
+    StatsSummary,
+)
 
 from .endpoints import AllowList, EndpointError
 from .energy import (
@@ -36,6 +44,7 @@ from .energy import (
 )
 from .nvml import DeviceInfo
 from .sampler import DeviceReading, Sampler, Snapshot
+from .shares import EXCLUSIVE, MigTopology, Share, device_shares
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +222,12 @@ class DeviceAccount:
     exclusive_seconds: float = 0.0  # of the run's window, time this run was the device's only user
     shared_seconds: float = 0.0  # ... and time it shared the device with other runs
     reported_joules: float = 0.0  # the cumulative energy last sent to OTLP / WatchRun
+    in_parent: bool = False  # a MIG instance whose energy this run is charged on its parent's account
 
-    def record(self, t: float, reading: DeviceReading, users: int = 1, counter_read: bool = True) -> None:
-        """One sweep's reading; `users` = how many runs sampled this device since the previous sweep
-        (this one included): the interval's energy is split equally between them."""
+    def record(self, t: float, reading: DeviceReading, share: Share = EXCLUSIVE, counter_read: bool = True) -> None:
+        """One sweep's reading; `share` = this run's part of the energy since the previous sweep
+        (1/k while k runs sampled the device; a MIG instance's memory fraction of its parent,
+        split among the runs using that slice: shares.py)."""
         if reading.failed:
             self.failed = True
             self.error = self.error or reading.error
@@ -225,7 +236,7 @@ class DeviceAccount:
         if self.first_t is None:
             self.first_t = t
         elif self.last_t is not None and t > self.last_t:
-            if users > 1:
+            if share.shared:
                 self.shared_seconds += t - self.last_t
             else:
                 self.exclusive_seconds += t - self.last_t
@@ -238,7 +249,9 @@ class DeviceAccount:
         ):
             if value is not None:
                 stats.add(float(value))
-        self.energy.add(t, reading.power_watts, reading.energy_counter_joules, share=1.0 / max(1, users), counter_read=counter_read)
+        if share.in_parent:
+            self.in_parent = True
+        self.energy.add(t, reading.power_watts, reading.energy_counter_joules, share=share.fraction, counter_read=counter_read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +310,9 @@ class Run:
     def energy_joules(self) -> float:
         return sum(a.energy.joules for a in self.accounts.values())
 
-    def record(self, snapshot: Snapshot, users: Mapping[str, int] | None = None) -> None:
-        """Account one sweep. `users`: device uuid -> runs that sampled it since the previous sweep
-        (None = this run alone)."""
+    def record(self, snapshot: Snapshot, shares: Mapping[str, Share] | None = None) -> None:
+        """Account one sweep. `shares`: device uuid -> this run's share of its energy since the
+        previous sweep (None = this run alone on every device)."""
         if snapshot is self._last_snapshot:
             return
         self._last_snapshot = snapshot
@@ -313,22 +326,29 @@ class Run:
         memory = power = 0.0
         have_memory = have_power = False
         hottest: float | None = None
+        physical: set[str] = set()  # GPUs whose utilisation/power/temperature are counted (a MIG instance's are its parent's)
         for reading in snapshot.devices:
             account = self.accounts.get(reading.uuid)
             if account is None:
                 continue
-            account.record(t, reading, users.get(reading.uuid, 1) if users else 1, snapshot.energy_read)
+            account.record(t, reading, shares.get(reading.uuid, EXCLUSIVE) if shares else EXCLUSIVE, snapshot.energy_read)
             if reading.failed:
                 continue
             # cumulative energy for OTLP/WatchRun never goes down: an estimate between counter reads
             # that ran ahead of the next read is held until the counter catches up
             account.reported_joules = max(account.reported_joules, account.energy.joules)
             readings.append((reading, account.reported_joules))
-            if reading.utilization_percent is not None:
-                utilizations.append(reading.utilization_percent)
+            if reading.is_mig and reading.parent_uuid in self.accounts:
+                continue  # the parent's readings already hold this instance
+            gpu = reading.parent_uuid if reading.is_mig else reading.uuid
             if reading.memory_used_bytes is not None:
                 memory += reading.memory_used_bytes
                 have_memory = True
+            if gpu in physical:
+                continue
+            physical.add(gpu)
+            if reading.utilization_percent is not None:
+                utilizations.append(reading.utilization_percent)
             if reading.power_watts is not None:
                 power += reading.power_watts
                 have_power = True
@@ -423,13 +443,19 @@ class Run:
                     memory_used_bytes=stats_of(account.memory),
                     temperature_celsius=stats_of(account.temperature),
                     power_watts=stats_of(account.power),
-                    energy_method=account.energy.method,
+                    energy_method=(
+                        METHOD_MIG_MEMORY_SHARE if account.info.is_mig and account.energy.method != METHOD_NONE else account.energy.method
+                    ),
                     counter_reset=account.energy.counter_reset,
                     failed=account.failed,
                     error=account.error,
                     exclusive_seconds=account.exclusive_seconds,
                     shared_seconds=account.shared_seconds,
-                    split_method=SPLIT_EQUAL_SHARE if account.shared_seconds > 0 else SPLIT_EXCLUSIVE,
+                    split_method=(
+                        SPLIT_IN_PARENT if account.in_parent else SPLIT_EQUAL_SHARE if account.shared_seconds > 0 else SPLIT_EXCLUSIVE
+                    ),
+                    is_mig=account.info.is_mig,
+                    parent_uuid=account.info.parent_uuid,
                 )
             )
         total = sum(d.energy_joules for d in devices)
@@ -513,15 +539,15 @@ class RunRegistry:
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Every live run records the sweep. A run registered after the previous sweep is not live
         yet when this one is dispatched, so the runs here are exactly those that sampled each device
-        over the interval: each is charged 1/k of a device that k of them share."""
+        over the interval: each is charged 1/k of a device that k of them share, and a MIG
+        instance's runs its memory fraction of the parent, split the same way (shares.py)."""
         with self._lock:
             runs = list(self._active.values())
-        users: dict[str, int] = {}
-        for run in runs:
-            for uuid in run.accounts:
-                users[uuid] = users.get(uuid, 0) + 1
-        for run in runs:
-            run.record(snapshot, users)
+        if not runs:
+            return
+        topology = MigTopology.from_devices(s.info for s in self.sampler.devices())
+        for run, shares in zip(runs, device_shares([run.accounts.keys() for run in runs], topology), strict=True):
+            run.record(snapshot, shares)
 
     def on_tick(self, now_monotonic: float) -> None:
         with self._lock:

@@ -14,6 +14,13 @@ Failure model:
 - a library-level error (driver gone, library missing, unknown error) marks NVML down; the loop
   re-initialises it with exponential backoff (1 s doubling to 60 s), re-discovering the devices.
 With no NVML at all the exporter runs in soft mode: empty snapshots, `nvml_up` false.
+
+MIG: the MIG instances of a MIG-enabled GPU are devices of their own (discovered with their
+parent, listed right after it). NVML gives an instance only its memory; utilisation is
+NOT_SUPPORTED on MIG handles and power, temperature and the energy counter exist only on the
+parent. So a sweep reads an instance's memory from its MIG handle and copies the parent's other
+readings of the same sweep (no second counter read); runs charge it its memory fraction of the
+parent's energy (shares.py). The exporter's own lifetime energy is kept for whole GPUs only.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ class DeviceReading:
     energy_counter_joules: float | None = None  # None on sweeps that do not read the counter
     failed: bool = False
     error: str = ""  # why the device failed (failed readings only)
+    is_mig: bool = False  # a MIG instance: memory is its own, the other gauges and energy its parent's
+    parent_uuid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,7 @@ class Sampler:
                     lost.append(f"GPU {i}: {describe_error(err)}")
                     self._count_error("device_lost")
                     log.error("GPU %d failed during discovery: %s", i, describe_error(err))
+            infos = self._with_mig_instances(infos)
         except Exception as err:  # noqa: BLE001 - any failure keeps the exporter up in soft mode
             message = describe_error(err)
             if self.health.nvml_up or not self.health.nvml_error:
@@ -223,6 +233,27 @@ class Sampler:
         self._backoff = INITIAL_BACKOFF_S
         log.info("NVML up: driver %s, %d GPU(s)", driver, count)
         return True
+
+    def _with_mig_instances(self, gpus: list[DeviceInfo]) -> list[DeviceInfo]:
+        """Each GPU followed by its MIG instances (none when MIG is off or unsupported)."""
+        enumerate_mig = getattr(self.backend, "mig_devices", None)
+        out: list[DeviceInfo] = []
+        for info in gpus:
+            out.append(info)
+            if enumerate_mig is None:
+                continue
+            try:
+                instances = enumerate_mig(info.index)
+            except Exception as err:
+                kind = classify_error(err)
+                if kind is ErrorKind.LIBRARY:
+                    raise
+                log.warning("GPU %d (%s): MIG instances not listed: %s", info.index, info.uuid, describe_error(err))
+                continue
+            if instances:
+                log.info("GPU %d (%s): %d MIG instance(s)", info.index, info.uuid, len(instances))
+            out.extend(instances)
+        return out
 
     def _schedule_reinit(self) -> None:
         self._next_init = self._clock() + self._backoff
@@ -275,6 +306,47 @@ class Sampler:
             **values,  # type: ignore[arg-type]
         )
 
+    def _read_mig(self, state: DeviceState, parent: DeviceReading | None) -> DeviceReading:
+        """A MIG instance: its own memory; utilisation, temperature, power and the energy counter
+        are the parent's readings of this sweep."""
+        info = state.info
+        if parent is None or parent.failed:
+            state.failed = True
+            state.error = state.error or (parent.error if parent else "") or "parent GPU not readable"
+            return self._failed_reading(state)
+        memory_used: int | None = None
+        if Field.MEMORY_USED not in state.unsupported:
+            try:
+                memory_used = self.backend.mig_memory_used_bytes(info.index, info.mig_index)
+            except Exception as err:
+                kind = classify_error(err)
+                if kind is ErrorKind.UNSUPPORTED:
+                    state.unsupported.add(Field.MEMORY_USED)
+                    log.info("MIG %s: memory not readable: %s", info.uuid, describe_error(err))
+                elif kind is ErrorKind.DEVICE_LOST:
+                    state.failed = True
+                    state.error = describe_error(err)
+                    self._count_error("device_lost")
+                    log.error("MIG %s failed: %s", info.uuid, state.error)
+                    return self._failed_reading(state)
+                elif kind is ErrorKind.LIBRARY:
+                    raise _NvmlDown(err) from err
+                else:
+                    self._count_error("transient")
+        return DeviceReading(
+            index=info.index,
+            uuid=info.uuid,
+            name=info.name,
+            memory_total_bytes=info.memory_total_bytes,
+            utilization_percent=parent.utilization_percent,
+            memory_used_bytes=memory_used,
+            temperature_celsius=parent.temperature_celsius,
+            power_watts=parent.power_watts,
+            energy_counter_joules=parent.energy_counter_joules,
+            is_mig=True,
+            parent_uuid=info.parent_uuid,
+        )
+
     def energy_due(self) -> bool:
         """Has `energy_interval_s` passed since the last energy-counter read?"""
         last = self._last_energy_read
@@ -293,12 +365,17 @@ class Sampler:
             readings: list[DeviceReading] = []
             if self.health.nvml_up:
                 try:
+                    by_uuid: dict[str, DeviceReading] = {}
                     for uuid in self._order:
                         state = self._devices[uuid]
                         if state.failed:
-                            readings.append(self._failed_reading(state))
-                            continue
-                        readings.append(self._read_device(state, read_energy))
+                            reading = self._failed_reading(state)
+                        elif state.info.is_mig:  # listed after its parent: the parent's reading is here
+                            reading = self._read_mig(state, by_uuid.get(state.info.parent_uuid))
+                        else:
+                            reading = self._read_device(state, read_energy)
+                        by_uuid[uuid] = reading
+                        readings.append(reading)
                 except _NvmlDown as down:
                     self._count_error("library")
                     self._nvml_failed(down.__cause__ or down)
@@ -307,7 +384,7 @@ class Sampler:
             if read_energy:
                 self._last_energy_read = now
             for reading in readings:
-                if not reading.failed:
+                if not reading.failed and not reading.is_mig:  # a MIG instance's energy is its parent's
                     self._devices[reading.uuid].lifetime_energy.add(
                         snapshot.monotonic, reading.power_watts, reading.energy_counter_joules, counter_read=read_energy
                     )
@@ -328,7 +405,16 @@ class Sampler:
     @staticmethod
     def _failed_reading(state: DeviceState) -> DeviceReading:
         info = state.info
-        return DeviceReading(info.index, info.uuid, info.name, info.memory_total_bytes, failed=True, error=state.error)
+        return DeviceReading(
+            info.index,
+            info.uuid,
+            info.name,
+            info.memory_total_bytes,
+            failed=True,
+            error=state.error,
+            is_mig=info.is_mig,
+            parent_uuid=info.parent_uuid,
+        )
 
     # -- the loop -----------------------------------------------------------------------------
     def current_interval_s(self) -> float:

@@ -41,6 +41,9 @@ def _devices(run: Run, sampler: Sampler) -> list[pb.Device]:
                 unsupported_fields=unsupported,
                 failed=account.failed or bool(state and state.failed),
                 error=account.error or (state.error if state else ""),
+                is_mig=account.info.is_mig,
+                parent_uuid=account.info.parent_uuid,
+                **({"mig_index": account.info.mig_index} if account.info.is_mig else {}),
             )
         )
     return out

@@ -5,13 +5,19 @@ exporter tells the backend through `set_device_users`): +50 W per run, up to thr
 model topologies (runs sharing a GPU, runs on different GPUs). The energy counter is the exact
 integral of the power curve, so counter-based and integrated energy agree and both grow
 monotonically. Everything the exporter emits in this mode is marked `gpu.simulated=true`.
+
+MIG: `simulated:N,mig=I:K` splits GPU I into K MIG instances (1 <= K <= 7; repeat `,mig=J:L` for
+more GPUs). As on an 80 GB H100, a GPU has 8 memory slices and 7 compute slices: each of the K
+instances gets 8//K memory slices (profile `<7//K>g.<10*(8//K)>gb`), so their memory fractions of
+the parent are (8//K)/8 each. An instance's memory in use follows the parent's load; utilisation,
+power, temperature and the energy counter exist only on the parent, as with real NVML.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .nvml import DeviceInfo
 
@@ -19,16 +25,25 @@ _MIB = 1024 * 1024
 _PERIOD_S = 20.0  # one load cycle
 WATTS_PER_RUN = 50.0  # extra power while a run uses the GPU
 MAX_RUNS_DRAWING = 3  # a GPU saturates: more runs draw no more
+MAX_MIG_INSTANCES = 7
+_MEMORY_SLICES = 8
+_PARENT_MEMORY = 81_559 * _MIB
 
 
 class SimulatedBackend:
     name = "simulated"
     simulated = True
 
-    def __init__(self, count: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, count: int = 1, clock: Callable[[], float] = time.monotonic, mig: Mapping[int, int] | None = None) -> None:
         if not 1 <= count <= 64:
             raise ValueError(f"simulated GPU count must be 1..64, got {count}")
+        for gpu, instances in (mig or {}).items():
+            if not 0 <= gpu < count:
+                raise ValueError(f"simulated MIG: GPU {gpu} does not exist (GPUs 0..{count - 1})")
+            if not 1 <= instances <= MAX_MIG_INSTANCES:
+                raise ValueError(f"simulated MIG: GPU {gpu} needs 1..{MAX_MIG_INSTANCES} instances, got {instances}")
         self._count = count
+        self._mig = dict(mig or {})
         self._clock = clock
         self._t0 = clock()
         self._users = [0] * count
@@ -53,8 +68,41 @@ class SimulatedBackend:
             index=index,
             uuid=f"GPU-5170a7ed-0000-4000-8000-{index:012d}",
             name="Simulated GPU 80GB",
-            memory_total_bytes=81_559 * _MIB,
+            memory_total_bytes=_PARENT_MEMORY,
         )
+
+    # -- MIG ----------------------------------------------------------------------------------
+    def mig_devices(self, index: int) -> list[DeviceInfo]:
+        self._check(index)
+        instances = self._mig.get(index, 0)
+        if not instances:
+            return []
+        slices = _MEMORY_SLICES // instances
+        profile = f"{MAX_MIG_INSTANCES // instances}g.{10 * slices}gb"
+        parent = self.device_info(index).uuid
+        return [
+            DeviceInfo(
+                index=index,
+                uuid=f"MIG-5170a7ed-{index:04d}-4000-8000-{slot:012d}",
+                name=f"Simulated GPU 80GB MIG {profile}",
+                memory_total_bytes=_PARENT_MEMORY * slices // _MEMORY_SLICES,
+                is_mig=True,
+                parent_uuid=parent,
+                mig_index=slot,
+                gpu_instance_id=slot + 1,
+            )
+            for slot in range(instances)
+        ]
+
+    def mig_memory_used_bytes(self, index: int, mig_index: int) -> int:
+        self._check(index)
+        instances = self._mig.get(index, 0)
+        if not 0 <= mig_index < instances:
+            import pynvml
+
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        fraction = (_MEMORY_SLICES // instances) / _MEMORY_SLICES
+        return int(self.memory_used_bytes(index) * fraction)
 
     def _check(self, index: int) -> None:
         if not 0 <= index < self._count:
@@ -62,11 +110,12 @@ class SimulatedBackend:
 
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
-    def set_device_users(self, users: dict[str, int]) -> None:
-        """How many runs use each GPU from now on (uuid -> count; absent = 0)."""
+    def set_device_users(self, users: Mapping[str, int]) -> None:
+        """How many runs use each GPU from now on (uuid -> count; absent = 0). Runs on a MIG
+        instance count for its parent: the parent draws the power."""
         t = self._t()
         for index in range(self._count):
-            n = users.get(self.device_info(index).uuid, 0)
+            n = users.get(self.device_info(index).uuid, 0) + sum(users.get(m.uuid, 0) for m in self.mig_devices(index))
             self._user_joules[index] = self._user_energy(index, t)
             self._user_since[index] = t
             self._users[index] = n

@@ -48,7 +48,7 @@ class StartSamplingRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., interval_ms: _Optional[int] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., otlp_endpoint: _Optional[str] = ..., resource_attributes: _Optional[_Mapping[str, str]] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., pue: _Optional[float] = ..., lease_seconds: _Optional[int] = ..., power_cost_per_kwh: _Optional[float] = ..., otlp_headers: _Optional[_Mapping[str, str]] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "unsupported_fields", "failed", "error", "is_mig", "parent_uuid")
+    __slots__ = ("index", "uuid", "name", "memory_total_bytes", "unsupported_fields", "failed", "error", "is_mig", "parent_uuid", "mig_index")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Device(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     IS_MIG_FIELD_NUMBER: _ClassVar[int]
     PARENT_UUID_FIELD_NUMBER: _ClassVar[int]
+    MIG_INDEX_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     name: str
@@ -67,7 +68,8 @@ class Device(_message.Message):
     error: str
     is_mig: bool
     parent_uuid: str
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., unsupported_fields: _Optional[_Iterable[str]] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., is_mig: _Optional[bool] = ..., parent_uuid: _Optional[str] = ...) -> None: ...
+    mig_index: int
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., unsupported_fields: _Optional[_Iterable[str]] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., is_mig: _Optional[bool] = ..., parent_uuid: _Optional[str] = ..., mig_index: _Optional[int] = ...) -> None: ...
 
 class StartSamplingResponse(_message.Message):
     __slots__ = ("gpu_available", "devices", "energy_method", "lease_expires_unix_ms", "message", "already_running", "interval_ms", "carbon_intensity_g_per_kwh", "pue", "power_cost_per_kwh", "simulated", "run_secret")

@@ -27,6 +27,7 @@ METHOD_NONE = "none"
 # split_method values (per device)
 SPLIT_EXCLUSIVE = "exclusive"  # no other run sampled the device during this run
 SPLIT_EQUAL_SHARE = "equal_share"  # 1/k of each interval's energy while k runs sampled the device
+SPLIT_IN_PARENT = "in_parent"  # a MIG instance of a run that also samples its parent: charged on the parent's account
 
 
 @dataclass(frozen=True, slots=True)

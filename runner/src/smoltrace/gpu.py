@@ -461,7 +461,18 @@ class GpuSession:
             )
         except Exception as err:  # noqa: BLE001 - its lease ends it anyway
             log.debug("stopping the scope probe failed: %s", err)
-        devices = [ExporterDevice(d.index, d.uuid, d.name, d.memory_total_bytes) for d in reply.devices]
+        devices = [
+            ExporterDevice(
+                d.index,
+                d.uuid,
+                d.name,
+                d.memory_total_bytes,
+                is_mig=d.is_mig,
+                parent_uuid=d.parent_uuid,
+                mig_index=d.mig_index if d.HasField("mig_index") else -1,
+            )
+            for d in reply.devices
+        ]
         return devices, bool(reply.gpu_available)
 
     # -- sampling -----------------------------------------------------------------------------
@@ -505,9 +516,7 @@ class GpuSession:
         self._carbon_g_per_kwh = reply.carbon_intensity_g_per_kwh
         self._pue = reply.pue or 1.0
         self.report.gpu_available = reply.gpu_available
-        self.report.devices = [
-            {"index": d.index, "uuid": d.uuid, "name": d.name, "memory_total_bytes": d.memory_total_bytes} for d in reply.devices
-        ]
+        self.report.devices = [_device_dict(d) for d in reply.devices]
         if not reply.gpu_available:
             self.report.warning = reply.message or "no GPU available to the exporter"
         self._heartbeat = threading.Thread(target=self._beat, name="smoltrace-gpu-heartbeat", daemon=True)
@@ -575,6 +584,14 @@ class GpuSession:
         if self._local is not None:
             self._local.stop()
             self._local = None
+
+
+def _device_dict(device: Any) -> dict[str, Any]:
+    """A device of the run for metadata; a MIG instance also says so, with its parent and slot."""
+    out: dict[str, Any] = {"index": device.index, "uuid": device.uuid, "name": device.name, "memory_total_bytes": device.memory_total_bytes}
+    if device.is_mig:
+        out.update(is_mig=True, parent_uuid=device.parent_uuid, mig_index=device.mig_index)
+    return out
 
 
 def _describe(err: BaseException, address: str | None) -> str:

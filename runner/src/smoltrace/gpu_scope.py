@@ -1,10 +1,11 @@
 """Which GPUs a run owns: the devices its GPU energy, CO2 and utilisation are measured on.
 
 First match wins (docs/DESIGN.md, "Which GPUs a run owns"):
-1. `--gpus LIST` / $SMOLTRACE_GPUS: UUIDs, MIG UUIDs, unique UUID prefixes or NVML indices; `all`;
-   `none`.
+1. `--gpus LIST` / $SMOLTRACE_GPUS: UUIDs, MIG UUIDs, unique UUID prefixes, NVML indices or MIG
+   indices `GPU:MIG`; `all`; `none`.
 2. $NVIDIA_VISIBLE_DEVICES (what the NVIDIA container toolkit and the Kubernetes device plugin
-   set): UUIDs, MIG UUIDs, indices; `none`/`void`/empty = no GPU. `all` narrows nothing (the CUDA
+   set): UUIDs, MIG UUIDs, indices, `GPU:MIG` indices (`0:1`: MIG device 1 of GPU 0, as the
+   container toolkit reads it); `none`/`void`/empty = no GPU. `all` narrows nothing (the CUDA
    base images set it by default), so the rules below still apply.
 3. $CUDA_VISIBLE_DEVICES, within what rule 2 left: UUIDs (unique `GPU-` prefixes as CUDA accepts
    them) or indices. Indices follow NVML (PCI bus) order only under CUDA_DEVICE_ORDER=PCI_BUS_ID;
@@ -18,6 +19,11 @@ one (beside that server), the run measures nothing and says why.
 
 Names that match no device (or more than one) are an error before any task runs (exit 2), listing
 the devices the exporter sees. Pure functions over the exporter's device list: no NVML here.
+
+MIG: the exporter lists a MIG-enabled GPU and each of its MIG instances (`is_mig`, `parent_uuid`,
+`mig_index`; an instance carries its parent's NVML index). A plain index names the whole GPU;
+`all` and "every GPU the exporter sees" mean the whole GPUs (an instance is inside its parent),
+unless the list was already narrowed to MIG instances, which then stay what the run owns.
 """
 
 from __future__ import annotations
@@ -53,9 +59,30 @@ class ExporterDevice:
     uuid: str
     name: str = ""
     memory_total_bytes: int = 0
+    is_mig: bool = False
+    parent_uuid: str = ""
+    mig_index: int = -1  # a MIG instance's slot under its parent (the `GPU:MIG` form)
+
+    @property
+    def position(self) -> str:
+        """How an index names it: `3`, or `0:1` for MIG device 1 of GPU 0."""
+        return f"{self.index}:{self.mig_index}" if self.is_mig else str(self.index)
 
     def label(self) -> str:
-        return f"{self.index} {self.uuid}" + (f" ({self.name})" if self.name else "")
+        return f"{self.position} {self.uuid}" + (f" ({self.name})" if self.name else "")
+
+
+def whole_units(devices: Sequence[ExporterDevice]) -> list[ExporterDevice]:
+    """The devices a run may own as a whole: every device except MIG instances whose parent is in
+    the list too (the parent holds them)."""
+    present = {d.uuid for d in devices}
+    return [d for d in devices if not (d.is_mig and d.parent_uuid in present)]
+
+
+def _is_index(token: str) -> bool:
+    """`3` (an NVML index) or `0:1` (MIG device 1 of GPU 0)."""
+    head, sep, tail = token.partition(":")
+    return head.isdigit() and (not sep or tail.isdigit())
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +160,8 @@ def validate_gpus_flag(text: str) -> str:
     if not tokens:
         raise ValueError(f"--gpus needs UUIDs, indices, 'all' or 'none', got {text!r}")
     for token in tokens:
-        if not (token.isdigit() or token.upper().startswith(("GPU-", "MIG-"))) or len(token) > 128 or any(c.isspace() for c in token):
-            raise ValueError(f"--gpus: {token!r} is not a GPU UUID (GPU-..., MIG-...) or an NVML index")
+        if not (_is_index(token) or token.upper().startswith(("GPU-", "MIG-"))) or len(token) > 128 or any(c.isspace() for c in token):
+            raise ValueError(f"--gpus: {token!r} is not a GPU UUID (GPU-..., MIG-...), an NVML index or a MIG index GPU:MIG")
     return ",".join(tokens)
 
 
@@ -145,14 +172,19 @@ def _describe(devices: Sequence[ExporterDevice]) -> str:
 def match_tokens(
     tokens: Sequence[str], devices: Sequence[ExporterDevice], what: str, index_map: Callable[[int], ExporterDevice | None] | None = None
 ) -> tuple[ExporterDevice, ...]:
-    """Each token -> one device: exact UUID, unique UUID prefix, or index (via index_map, else NVML index)."""
-    by_index = {d.index: d for d in devices}
+    """Each token -> one device: exact UUID, unique UUID prefix, index (via index_map, else NVML
+    index: the whole GPU) or MIG index `GPU:MIG`."""
+    by_index = {d.index: d for d in devices if not d.is_mig}
+    by_mig_index = {d.position: d for d in devices if d.is_mig}
     chosen: list[ExporterDevice] = []
     unknown: list[str] = []
     for token in tokens:
         device: ExporterDevice | None = None
         if token.isdigit():
             device = index_map(int(token)) if index_map is not None else by_index.get(int(token))
+        elif _is_index(token):
+            gpu, _, mig = token.partition(":")
+            device = by_mig_index.get(f"{int(gpu)}:{int(mig)}")
         else:
             exact = [d for d in devices if d.uuid.lower() == token.lower()]
             prefixed = exact or [d for d in devices if d.uuid.lower().startswith(token.lower())]
@@ -188,7 +220,7 @@ def resolve_scope(
         name = inputs._gpus_name()
         value = inputs.gpus.strip()
         if value.lower() == "all":
-            return GpuScope(SOURCE_FLAG, tuple(d.uuid for d in devices), f"{name}=all")
+            return GpuScope(SOURCE_FLAG, tuple(d.uuid for d in whole_units(devices)), f"{name}=all")
         chosen = match_tokens(split_list(value), devices, name)
         return GpuScope(SOURCE_FLAG, tuple(d.uuid for d in chosen), f"{name}={value}")
     base: Sequence[ExporterDevice] = devices
@@ -198,10 +230,10 @@ def resolve_scope(
     nvidia = (inputs.nvidia_visible_devices or "").strip()
     if inputs.nvidia_visible_devices is not None and nvidia.lower() != "all":
         tokens = split_list(nvidia)
-        if embedded and all(t.isdigit() for t in tokens) and len(devices) == len(tokens):
+        if embedded and all(t.isdigit() for t in tokens) and len(whole_units(devices)) == len(tokens):
             # the container runtime already narrowed what this container (and its exporter) sees;
             # host indices need not be the container's
-            base = devices
+            base = whole_units(devices)
             notes.append(f"NVIDIA_VISIBLE_DEVICES={nvidia}: the {len(tokens)} GPU(s) this container sees")
         else:
             base = match_tokens(tokens, devices, "NVIDIA_VISIBLE_DEVICES")
@@ -228,13 +260,14 @@ def resolve_scope(
         notes.append(f"CUDA_VISIBLE_DEVICES={value}" + (f" (indices {how})" if any(t.isdigit() for t in tokens) else ""))
         return GpuScope(SOURCE_CUDA, tuple(d.uuid for d in chosen), "; ".join(notes), warnings=tuple(warnings))
     if source:
-        return GpuScope(source, tuple(d.uuid for d in base), "; ".join(notes))
+        return GpuScope(source, tuple(d.uuid for d in whole_units(base)), "; ".join(notes))
     # 4. where the model was placed
     placed = [d for d in base if d.uuid.lower() in {u.lower() for u in model_uuids}]
     if placed:
         notes.append("the devices the model was placed on")
         return GpuScope(SOURCE_MODEL, tuple(d.uuid for d in placed), "; ".join(notes))
     # 5. everything the exporter sees
+    base = whole_units(base)
     if len(base) > 1:
         warnings.append(
             f"the run is measured on all {len(base)} GPUs the exporter sees (nothing narrowed it): another job's load counts "
@@ -253,7 +286,7 @@ def _cuda_index_map(
     """How CUDA_VISIBLE_DEVICES indices map to devices: positions in `base` (PCI bus order), or torch."""
     if not any(t.isdigit() for t in tokens):
         return None, "unused"
-    ordered = list(base)
+    ordered = whole_units(base)  # CUDA's devices: whole GPUs, or the MIG instances the list was narrowed to
 
     def by_position(i: int) -> ExporterDevice | None:
         return ordered[i] if 0 <= i < len(ordered) else None
