@@ -262,3 +262,40 @@ def test_metrics_scope_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="--metrics-scope"):
         ExporterConfig(metrics_scope="pod").validate()
+
+
+def test_mig_instances_are_labelled_like_dcgm_exporter_and_never_repeat_the_parents_energy(clock: FakeClock) -> None:
+    """GPU 0 carries two MIG instances: each has its own memory series with the parent's `gpu` and
+    `uuid` plus `gpu_instance_id` and `mig_uuid`; power, utilisation, temperature and energy are
+    the parent's alone, so sum() over the node counts the GPU once. A sidecar whose run samples one
+    instance exports that instance only (not the parent, which other sidecars' instances share)."""
+    nvml = FakeNvml(2, clock=clock)
+    nvml.gpu(0).with_mig(20 * GIB, 40 * GIB)
+    nvml.gpu(0).mig[1].memory_used = 5 * GIB
+    g0 = nvml.gpu(0)
+    m0, m1 = g0.mig
+    exp = Exporter(nvml, clock)
+    exp.sampler.sweep()
+    clock.advance(1.0)
+    g0.advance_energy(100.0)
+    exp.sampler.sweep()
+    v = exp.samples()
+    mig1 = tuple(sorted({"gpu": "0", "uuid": g0.uuid, "name": f"{g0.name} MIG", "gpu_instance_id": "2", "mig_uuid": m1.uuid}.items()))
+    assert v[("smoltrace_gpu_memory_used_bytes", mig1)] == 5 * GIB
+    assert v[("smoltrace_gpu_memory_total_bytes", mig1)] == 40 * GIB
+    assert v[("smoltrace_gpu_up", mig1)] == 1
+    assert v[("smoltrace_gpu_memory_used_bytes", gpu_labels(nvml, 0))] == 10 * GIB  # the whole GPU, as before
+    for family in ("smoltrace_gpu_power_watts", "smoltrace_gpu_utilization_ratio", "smoltrace_gpu_energy_joules_total"):
+        assert [dict(labels).get("mig_uuid", "") for name, labels in v if name == family] == ["", ""], family
+    assert v[("smoltrace_gpu_energy_joules_total", gpu_labels(nvml, 0))] == 100.0
+    assert v[("smoltrace_gpu_exporter_gpus", ())] == 2  # whole GPUs
+    assert {dict(labels).get("mig_uuid") for name, labels in v if name == "smoltrace_gpu_info"} == {None, m0.uuid, m1.uuid}
+
+    sidecar = Exporter(nvml, clock)
+    sidecar.collector = ExporterCollector(sidecar.sampler, sidecar.registry, sidecar.publisher, RunDefaults(), "runs")
+    sidecar.prom_registry = make_registry(sidecar.collector)
+    sidecar.registry.start(RunParams.create("on-m0", interval_ms=500, gpu_uuids=[m0.uuid]))
+    sidecar.sampler.sweep()
+    exported = {(name, dict(labels).get("mig_uuid", "")) for name, labels in sidecar.samples() if name.startswith("smoltrace_gpu_memory")}
+    assert exported == {("smoltrace_gpu_memory_used_bytes", m0.uuid), ("smoltrace_gpu_memory_total_bytes", m0.uuid)}
+    assert not any(name == "smoltrace_gpu_energy_joules_total" for name, _ in sidecar.samples())

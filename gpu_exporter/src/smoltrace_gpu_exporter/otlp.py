@@ -10,7 +10,9 @@ are dropped and counted.
 Metric names and units are those of genai-otel-instrument: gen_ai.gpu.utilization (%),
 gen_ai.gpu.memory.used / .total (MiB), gen_ai.gpu.temperature (Cel), gen_ai.gpu.power (W) as
 gauges; gen_ai.gpu.energy (J), gen_ai.co2.emissions (gCO2e), gen_ai.power.cost (USD) as cumulative
-sums from the run's start. Data-point attributes: gpu_id, gpu_name, gpu_uuid.
+sums from the run's start. Data-point attributes: gpu_id, gpu_name, gpu_uuid (a MIG instance:
+its MIG UUID, its parent's index as gpu_id, and gpu_parent_uuid; its utilisation, temperature and
+power are the parent's, its energy the run's memory share of the parent's).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def build_metrics_data(run: Run, samples: Sequence[PendingSample], resource: Res
         ts = sample.timestamp_ns
         for reading, energy in sample.readings:
             attrs = {"gpu_id": str(reading.index), "gpu_name": reading.name, "gpu_uuid": reading.uuid}
+            if reading.is_mig:  # gpu_id is the parent's index; utilisation, temperature and power are the parent's
+                attrs["gpu_parent_uuid"] = reading.parent_uuid
             memory_used = None if reading.memory_used_bytes is None else reading.memory_used_bytes / _MIB
             for spec, value in (
                 (UTILIZATION, reading.utilization_percent),

@@ -3,6 +3,13 @@
 Names follow Prometheus conventions (base units, `_total` on counters, prefix `smoltrace_gpu_`);
 per-GPU series carry the labels `gpu` (NVML index), `uuid` and `name`. The full table is in the
 README ("Prometheus metrics"); a golden test freezes it.
+
+MIG, as dcgm-exporter labels it: a MIG instance's series carry its parent's `gpu` and `uuid` plus
+`gpu_instance_id` and `mig_uuid`, and are only the instance's own readings (memory used and total,
+up, info). Utilisation, temperature, power, energy, CO2 and cost are the parent's alone: never
+repeated per instance (dcgm-exporter repeats the parent's energy per instance, so a sum() over
+instances counts the GPU several times). A whole GPU's memory includes its instances'; select
+`{mig_uuid=""}` for whole GPUs only.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from . import __version__
 from .energy import co2_grams, power_cost_usd
@@ -24,6 +32,12 @@ from .runs import RunDefaults, RunRegistry
 from .sampler import Sampler
 
 GPU_LABELS = ("gpu", "uuid", "name")
+MIG_LABELS = ("gpu_instance_id", "mig_uuid")  # added on a MIG instance's series
+
+
+def _add(family: Metric, labels: dict[str, str], value: float) -> None:
+    """A gauge sample with its own label set (a MIG instance's series carry two more labels)."""
+    family.samples.append(Sample(family.name, labels, value))
 
 
 class ExporterCollector(Collector):
@@ -86,6 +100,21 @@ class ExporterCollector(Collector):
         for reading in snapshot.devices:
             if exported is not None and reading.uuid not in exported:
                 continue
+            if reading.is_mig:
+                state = sampler.device(reading.uuid)
+                mig = {
+                    "gpu": str(reading.index),
+                    "uuid": reading.parent_uuid,
+                    "name": reading.name,
+                    "gpu_instance_id": str(state.info.gpu_instance_id if state else -1),
+                    "mig_uuid": reading.uuid,
+                }
+                _add(info, {**mig, "driver_version": health.driver_version, "simulated": simulated}, 1)
+                _add(up, mig, 0 if reading.failed else 1)
+                _add(mem_total, mig, reading.memory_total_bytes)
+                if not reading.failed and reading.memory_used_bytes is not None:
+                    _add(mem_used, mig, reading.memory_used_bytes)
+                continue
             labels = [str(reading.index), reading.uuid, reading.name]
             info.add_metric([*labels, health.driver_version, simulated], 1)
             up.add_metric(labels, 0 if reading.failed else 1)
@@ -117,7 +146,11 @@ class ExporterCollector(Collector):
             "1 when NVML is initialised and answering, 0 in soft mode (no library, no driver) or while re-initialising.",
             1 if health.nvml_up else 0,
         )
-        yield gauge("smoltrace_gpu_exporter_gpus", "GPUs visible to NVML.", len(snapshot.devices))
+        yield gauge(
+            "smoltrace_gpu_exporter_gpus",
+            "GPUs visible to NVML (whole GPUs; MIG instances not counted).",
+            sum(1 for d in snapshot.devices if not d.is_mig),
+        )
         yield gauge(
             "smoltrace_gpu_exporter_last_collect_success_timestamp_seconds",
             "Unix time of the last sweep that read NVML successfully (0 = never).",
