@@ -89,10 +89,12 @@ def test_resume_takes_how_it_runs_from_this_command_line_and_records_it_per_segm
     assert resumed.rc == 0, resumed.stdout + resumed.stderr
     assert [r["test_case_uid"] for r in read_json(run.run_dir / "results.json")] == uids
     assert script.requests == 2 * (N - 2), "only the missing executions ran, against the new server"
-    segments = read_json(run.run_dir / "metadata.json")["segment_settings"]
-    assert [s["resume"] for s in segments] == [False, True]
-    assert segments[1]["api_base"] == server.api_base and segments[0]["api_base"] != server.api_base
-    assert (segments[1]["parallel_workers"], segments[1]["max_retries"], segments[1]["task_timeout"]) == (2, 1, 30.0)
+    segments = read_json(run.run_dir / "metadata.json")["segments"]  # SegmentInfo owns how each process ran
+    assert [s["kind"] for s in segments] == ["first", "resume"]
+    settings = [s["settings"] for s in segments]
+    assert settings[1]["api_base"] == server.api_base and settings[0]["api_base"] != server.api_base
+    assert (settings[1]["parallel_workers"], settings[1]["max_retries"], settings[1]["task_timeout"]) == (2, 1, 30.0)
+    assert "segment_settings" not in read_json(run.run_dir / "metadata.json"), "one owner"
     assert read_json(run.run_dir / "metadata.json")["config"]["max_retries"] == 1
 
 

@@ -47,7 +47,7 @@ from .notices import Notices
 from .outputs import enrich_rows, leaderboard_row, result_row, segment_energy
 from .preflight import check_reachable, check_setup, probe
 from .progress import RunProgress, summary_table
-from .records import GpuSummary, MetricRow, ResultRow, RunMetadata, SegmentInfo, TraceDoc, order_rows
+from .records import GpuSummary, MetricRow, ResultRow, RunMetadata, SegmentInfo, SegmentSettings, TraceDoc, order_rows
 from .redact import Redactor
 from .run_folder import METADATA, RESULTS, RunFolder, RunFolderError, RunUnion, SegmentData, iso, parse_iso, run_dir_name, utc_now
 from .shutdown import AuthErrorBurst, Shutdown, StopReason
@@ -291,28 +291,17 @@ class Evaluation:
             self.warn(f"Ollama holds {where['gpu_share']:.0%} of {where['model']} on the GPU, the rest on the CPU")
         return where
 
-    def _segment_settings(self, folder: RunFolder) -> list[dict[str, Any]]:
-        """How each process of the run ran (a --resume may change these, never what the run is)."""
+    def _segment_settings(self) -> SegmentSettings:
+        """How this process runs its part of the run (a --resume may change these, never what the run is)."""
         cfg = self.config
-        previous: list[dict[str, Any]] = []
-        if cfg.resume:
-            try:
-                stored = folder.read_metadata().segment_settings or []
-                previous = [s for s in stored if isinstance(s, dict)]
-            except (RunFolderError, AttributeError):
-                previous = []
-        current = {
-            "index": len(previous),
-            "started_at": iso(utc_now()),
-            "resume": bool(cfg.resume),
-            "api_base": cfg.api_base,
-            "parallel_workers": cfg.parallel_workers,
-            "max_retries": cfg.max_retries,
-            "task_timeout": cfg.task_timeout,
-            "shutdown_grace": cfg.shutdown_grace,
-            "skip_preflight": cfg.skip_preflight,
-        }
-        return [*previous, current]
+        return SegmentSettings(
+            api_base=cfg.api_base,
+            parallel_workers=cfg.parallel_workers,
+            max_retries=cfg.max_retries,
+            task_timeout=cfg.task_timeout,
+            shutdown_grace=cfg.shutdown_grace,
+            skip_preflight=cfg.skip_preflight,
+        )
 
     def _remote_model_server(self) -> str | None:
         """An Ollama server on another host: its GPUs are not this machine's."""
@@ -379,12 +368,10 @@ class Evaluation:
         previous_meta = previous if isinstance(previous, dict) else None
         kind: Literal["first", "resume", "shard"] = "resume" if cfg.resume else ("shard" if cfg.shard is not None else "first")
         shard = {"index": cfg.shard[0], "count": cfg.shard[1]} if cfg.shard else None
-        segment = folder.begin_segment(kind, iso(utc_now()), shard)
+        segment = folder.begin_segment(kind, iso(utc_now()), shard, self._segment_settings())
         done = {r.test_case_uid for r in done_rows}
         todo = [e for e in run_plan.executions if e.uid not in done]
-        meta = self._metadata(run_plan, started, folder.path, loaded.gpu.enabled, loaded.gpu.reason).with_(
-            gpu_scope=gpu.report.scope, segment_settings=self._segment_settings(folder)
-        )
+        meta = self._metadata(run_plan, started, folder.path, loaded.gpu.enabled, loaded.gpu.reason).with_(gpu_scope=gpu.report.scope)
         folder.write_metadata(self._clean_meta(meta.with_(status="running", segments=folder.segments())))
         self.shutdown.armed = True  # from here a signal stops the run and writes what is done
         self._header(run_plan, loaded, folder, done_rows)

@@ -26,7 +26,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 if TYPE_CHECKING:  # pyarrow (and numpy) cost ~0.4 s and ~30 MB: imported only where a schema is built
@@ -465,8 +465,21 @@ class Integrity(Record):
         return [f for f in self.findings if f.severity == "error"]
 
 
+class SegmentSettings(Record):
+    """How one process ran its part of a run: a --resume may change these (they come from its own
+    command line, never from the folder), never what the run is."""
+
+    api_base: str | None = doc("The model server it used (--api-base).", null="the provider's default")
+    parallel_workers: int = doc("--parallel-workers.", default=1)
+    max_retries: int = doc("--max-retries.", default=3)
+    task_timeout: float | None = doc("--task-timeout.", unit="s", null="no timeout")
+    shutdown_grace: float = doc("--shutdown-grace.", unit="s", default=0.0)
+    skip_preflight: bool = doc("--skip-preflight.", default=False)
+
+
 class SegmentInfo(Record):
-    """One process's part of a run: the first, every --resume, every shard."""
+    """One process's part of a run: the first, every --resume, every shard. The one owner of what
+    a process did to a run (what it executed, measured and how it ran)."""
 
     index: int = doc("0, 1, ... in the order the segments started.")
     kind: Literal["first", "resume", "shard", "legacy"] = doc("What started the segment.")
@@ -487,6 +500,7 @@ class SegmentInfo(Record):
     co2_per_joule: float | None = doc("g CO2e per J of this segment.", null="no energy measured")
     timings: dict[str, float] = Field(default_factory=dict, description="startup_s, active_s.", json_schema_extra={"unit": "s"})
     telemetry: dict[str, Any] = Field(default_factory=dict, description="The segment's telemetry report (collector, spans received).")
+    settings: SegmentSettings | None = doc("How the process ran.", null="a legacy segment, or written before settings were recorded")
 
 
 class RunMetadata(Record):
@@ -514,9 +528,6 @@ class RunMetadata(Record):
     cost_source: str | None = doc("Where cost_usd comes from: litellm (its cost map), local (0), unknown.", null="old run")
     stop_reason: dict[str, Any] | None = doc("Why the run ended early: {kind, message, status, exit_code}.", null="it was not stopped")
     gpu_scope: dict[str, Any] | None = doc("Which GPUs the run owns: {source, uuids, note, measured}.", null="no GPU metrics")
-    segment_settings: list[dict[str, Any]] | None = doc(
-        "How each process ran (api_base, parallel_workers, max_retries, ...): a --resume may change these.", null="old run"
-    )
     model_placement: dict[str, Any] | None = doc("Where Ollama holds the model (GPU share).", null="not an Ollama run")
     spend: dict[str, Any] | None = doc("What the run spent: tokens, cost_usd, energy_j, co2_g.", null="old run")
     budget: dict[str, Any] | None = doc("The budget that stopped the run: {kind, limit, used, flag}.", null="no budget was reached")
@@ -537,10 +548,39 @@ class RunMetadata(Record):
     partial: dict[str, Any] | None = doc("{missing_shards, not_completed} of a merge with --allow-partial.", null="not partial")
     published: dict[str, Any] | None = doc("Datasets published, commits, rows.", null="not published")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_segment_settings(cls, data: Any) -> Any:
+        """Folders written before SegmentInfo owned `settings` kept them in a separate list,
+        `segment_settings` ({index, started_at, resume, api_base, ...}): read into the segment of
+        the same index (a copy of `data`; the old key is not kept)."""
+        if not isinstance(data, Mapping) or "segment_settings" not in data:
+            return data
+        values = dict(data)
+        old = values.pop("segment_settings")
+        if isinstance(values.get("segments"), list):
+            values["segments"] = fold_segment_settings(values["segments"], old)
+        return values
+
     @property
     def gpu_summary(self) -> GpuSummary | None:
         raw = self.gpu_metrics.get("summary")
         return GpuSummary.model_validate(raw) if isinstance(raw, Mapping) else None
+
+
+def fold_segment_settings(segments: Any, old: Any) -> Any:
+    """Segments (as read, dicts) with the settings of the old `segment_settings` list folded in by
+    index where a segment has none; anything that is not the expected shape is left as it is."""
+    if not isinstance(segments, list) or not isinstance(old, list):
+        return segments
+    fields = SegmentSettings.model_fields
+    by_index = {e.get("index"): {k: v for k, v in e.items() if k in fields} for e in old if isinstance(e, Mapping)}
+    out: list[Any] = []
+    for seg in segments:
+        if isinstance(seg, Mapping) and seg.get("settings") is None and by_index.get(seg.get("index")):
+            seg = {**seg, "settings": by_index[seg.get("index")]}
+        out.append(seg)
+    return out
 
 
 # -- Arrow schemas and card tables from the records ------------------------------------------

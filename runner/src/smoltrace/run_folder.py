@@ -48,8 +48,10 @@ from .records import (
     ResultRow,
     RunMetadata,
     SegmentInfo,
+    SegmentSettings,
     TraceDoc,
     combine_gpu_summaries,
+    fold_segment_settings,
     order_rows,
     salvage,
 )
@@ -412,19 +414,39 @@ class RunFolder:
         )
         return SegmentData(info, self.read_traces(), list(self.read_metrics_json().get("resourceMetrics") or []), self.read_metric_rows())
 
-    def begin_segment(self, kind: Literal["first", "resume", "shard"], started_at: str, shard: dict[str, int] | None = None) -> SegmentInfo:
+    def begin_segment(
+        self,
+        kind: Literal["first", "resume", "shard"],
+        started_at: str,
+        shard: dict[str, int] | None = None,
+        settings: SegmentSettings | None = None,
+    ) -> SegmentInfo:
         """Start this process's segment (`segment.json` says `running` until `end_segment`).
-        Segments still `running` from earlier processes were killed: they are marked so."""
+        Segments still `running` from earlier processes were killed: they are marked so. Settings
+        an older writer kept in metadata (`segment_settings`) move into their segments."""
         existing = self.segment_data()
         if existing and existing[0].info.kind == "legacy" and not self._segment_dirs():
             self._write_segment(existing[0])  # adopt the top-level files of an older folder
+        old_settings = self._old_segment_settings()
         for data in self.segment_data():
-            if data.info.status == "running":
-                self._write_info(data.info.with_(status="killed"))
+            info = data.info
+            if info.settings is None and old_settings:
+                folded = fold_segment_settings([info.to_json()], old_settings)[0]
+                info = _validate(SegmentInfo, folded, self._segment_dir(info.index) / SEGMENT)
+            if info.status == "running":
+                info = info.with_(status="killed")
+            if info is not data.info:
+                self._write_info(info)
         index = len(self._segment_dirs())
-        info = SegmentInfo(index=index, kind=kind, pid=os.getpid(), status="running", started_at=started_at, shard=shard)
+        info = SegmentInfo(index=index, kind=kind, pid=os.getpid(), status="running", started_at=started_at, shard=shard, settings=settings)
         self._write_info(info)
         return info
+
+    def _old_segment_settings(self) -> list[Any] | None:
+        """metadata.json's `segment_settings` list as an older writer left it (None when absent)."""
+        raw = self.read_json(METADATA) if self.has(METADATA) else None
+        old = raw.get("segment_settings") if isinstance(raw, dict) else None
+        return old if isinstance(old, list) else None
 
     def end_segment(self, data: SegmentData) -> None:
         """Write what this segment collected, then its info (the info last: a kill in between
