@@ -91,3 +91,19 @@ def test_every_rule_is_stated_in_the_dataset_card() -> None:
     assert set(GPU_COLUMN_RULES) >= set(gpu_columns(SUMMARY))
     for column, rule in GPU_COLUMN_RULES.items():
         assert f"`{column}` {rule}" in DESCRIPTIONS["leaderboard"]
+
+
+def test_a_mig_instance_inside_a_gpu_the_run_also_samples_is_not_a_gpu_of_its_own() -> None:
+    parent = {"uuid": "GPU-p", "memory_used_bytes": stats(30_000 * MIB, 32_000 * MIB), "power_watts": stats(400.0, 500.0)}
+    inside = {
+        "uuid": "MIG-p1",
+        "is_mig": True,
+        "parent_uuid": "GPU-p",
+        "split_method": "in_parent",
+        "memory_used_bytes": stats(2_000 * MIB, 3_000 * MIB),
+        "power_watts": stats(400.0, 500.0),
+    }
+    cols = gpu_columns({"gpu_available": True, "devices": [parent, inside]})
+    assert cols["gpu_memory_avg_mib"] == 30_000.0  # not the mean of the GPU and a slice of it
+    alone = gpu_columns({"gpu_available": True, "devices": [{**inside, "split_method": "exclusive"}]})
+    assert alone["gpu_memory_avg_mib"] == 2_000.0 and alone["gpu_power_avg_w"] == 400.0  # the instance's memory, its GPU's power

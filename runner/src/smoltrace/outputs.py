@@ -135,7 +135,9 @@ def _avg(values: Sequence[float]) -> float:
 # The leaderboard's GPU columns: one rule each, over the run's GPUs (summary["devices"], each
 # with its own avg/max). Averages and maxima are per GPU; a total only where the name says so
 # (energy, CO2 and cost are the run's, over all its GPUs). The per-GPU values stay in the metrics
-# dataset and metadata.json. Stated in the leaderboard's dataset card and README.
+# dataset and metadata.json. Stated in the leaderboard's dataset card and README. A MIG instance
+# counts as a GPU of its own (its memory; its utilisation, temperature and power are its parent's),
+# except one whose GPU the run also samples (split_method in_parent): the GPU already holds it.
 GPU_COLUMN_RULES: dict[str, str] = {
     "gpu_utilization_avg": "mean over the run's GPUs of each GPU's average utilisation (%)",
     "gpu_utilization_max": "the highest utilisation any one GPU reached (%)",
@@ -162,7 +164,13 @@ _GPU_GAUGES = {
 def gpu_columns(summary: Mapping[str, Any] | None) -> dict[str, float | None]:
     """The leaderboard's gauge columns by GPU_COLUMN_RULES: `avg` columns the mean of the per-GPU
     averages, `max` columns the largest per-GPU maximum; None when no GPU reported the reading."""
-    devices = [d for d in (summary or {}).get("devices") or [] if isinstance(d, Mapping) and not d.get("failed")]
+    from smoltrace_proto.summary import SPLIT_IN_PARENT  # here: importing outputs must not load protobuf
+
+    devices = [
+        d
+        for d in (summary or {}).get("devices") or []
+        if isinstance(d, Mapping) and not d.get("failed") and d.get("split_method") != SPLIT_IN_PARENT  # a MIG instance inside its GPU
+    ]
     out: dict[str, float | None] = {}
     for column, (key, part, scale) in _GPU_GAUGES.items():
         values = [float(st[part]) for d in devices if (st := d.get(key) or {}) and st.get("count")]
