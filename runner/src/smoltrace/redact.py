@@ -98,6 +98,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, re.Pattern[s
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False, None),
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False, None),
 )
+# every needle of every pattern, found in the casefolded text (a superset: the raw-text needles are
+# case-free), so a value with none of them is done with one scan
+_ANY_NEEDLE = re.compile("|".join(re.escape(n) for _, _, needles, _, _ in _PATTERNS for n in needles))
 _MARGIN = 256
 _CACHE_MIN_CHARS = 512
 _CACHE_MAX_CHARS = 8_000_000
@@ -224,6 +227,8 @@ class Redactor:
         # positions, so the probes' case-sensitive scans of it stand for the patterns' (?i) scans.
         lowered = value.lower() if value.isascii() else None
         folded = lowered if lowered is not None else value.casefold()
+        if _ANY_NEEDLE.search(folded) is None:
+            return value
         for pattern, replacement, needles, fold, probe in _PATTERNS:
             haystack = folded if fold else value
             if not any(n in haystack for n in needles):
