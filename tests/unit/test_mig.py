@@ -250,3 +250,29 @@ def test_simulated_runs_on_two_instances_sum_to_at_most_the_parent(clock: FakeCl
     assert a.energy_joules == pytest.approx(fraction * parent_energy, rel=1e-9)
     assert b.energy_joules == pytest.approx(fraction * parent_energy, rel=1e-9)
     assert a.energy_joules + b.energy_joules <= parent_energy
+
+
+def test_compute_instances_of_one_gpu_instance_split_its_fraction(clock: FakeClock) -> None:
+    """NVML lists a MIG device per compute instance; each MIG handle reports its GPU instance's
+    memory. Two compute instances of one 40 GiB GPU instance share its 1/2, never 1/2 each."""
+    nvml = FakeNvml(1, clock=clock)
+    nvml.gpu(0).with_mig(40 * GIB, 40 * GIB, 20 * GIB)
+    ci_a, ci_b, other = nvml.gpu(0).mig
+    ci_a.gpu_instance_id = ci_b.gpu_instance_id = 1  # one GPU instance, two compute instances
+    sampler = Sampler(nvml, clock=clock)
+    topology = MigTopology.from_devices(s.info for s in sampler.devices())
+    assert topology.fraction == {ci_a.uuid: 0.25, ci_b.uuid: 0.25, other.uuid: 0.25}
+    registry = RunRegistry(sampler, clock=clock)
+    start(registry, "a", [ci_a.uuid])
+    start(registry, "b", [ci_b.uuid])
+    clock.advance(1.0)
+    nvml.gpu(0).advance_energy(100.0)
+    assert registry.stop("a").energy_joules + registry.stop("b").energy_joules == pytest.approx(50.0)
+
+
+def test_sweeps_between_counter_reads_do_not_read_the_counter_for_mig_either(nvml: FakeNvml, sampler: Sampler) -> None:
+    before = nvml.calls["total_energy_joules"]
+    parent, m0, m1, _whole = sampler.sweep(read_energy=False).devices
+    assert nvml.calls["total_energy_joules"] == before
+    assert parent.energy_counter_joules is None and m0.energy_counter_joules is None and m1.energy_counter_joules is None
+    assert m0.power_watts == parent.power_watts  # the gauges still come every sweep

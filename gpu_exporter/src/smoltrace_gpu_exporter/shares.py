@@ -5,7 +5,8 @@ Whole GPU without MIG: while k runs sample it, each is charged 1/k of every inte
 
 MIG: NVML has no per-instance power, so a MIG-enabled GPU's energy is divided into slices: each
 MIG instance's slice is its memory fraction of the parent (instance memory / parent memory,
-energy_method `mig_memory_share`), and the rest (memory in no instance) is the parent's remainder.
+energy_method `mig_memory_share`; compute instances of one GPU instance split its fraction
+equally), and the rest (memory in no instance) is the parent's remainder.
 A slice's users are the runs sampling that instance plus the runs sampling the parent itself (a
 run on the whole GPU uses every slice); each user is charged an equal part of the slice, counted
 once per run. So:
@@ -46,16 +47,26 @@ class MigTopology:
 
     @classmethod
     def from_devices(cls, devices: Iterable[DeviceInfo]) -> MigTopology:
+        """Fractions from memory: a GPU instance's memory / the parent's. NVML lists one MIG device
+        per compute instance, and the compute instances of one GPU instance share its memory (each
+        MIG handle reports the whole GPU instance's), so a GPU instance's fraction is split equally
+        among its compute instances; fractions are scaled down if they ever add up to more than 1."""
         infos = list(devices)
         memory = {d.uuid: d.memory_total_bytes for d in infos if not d.is_mig}
         children: dict[str, list[str]] = {}
-        raw: dict[str, float] = {}
+        groups: dict[tuple[str, str], list[DeviceInfo]] = {}  # (parent, GPU instance) -> its MIG devices
         for d in infos:
             if not d.is_mig or not d.parent_uuid:
                 continue
             children.setdefault(d.parent_uuid, []).append(d.uuid)
-            total = memory.get(d.parent_uuid, 0)
-            raw[d.uuid] = d.memory_total_bytes / total if total > 0 else 0.0
+            key = str(d.gpu_instance_id) if d.gpu_instance_id >= 0 else d.uuid
+            groups.setdefault((d.parent_uuid, key), []).append(d)
+        raw: dict[str, float] = {}
+        for (parent, _gi), members in groups.items():
+            total = memory.get(parent, 0)
+            share = max(m.memory_total_bytes for m in members) / total if total > 0 else 0.0
+            for m in members:
+                raw[m.uuid] = share / len(members)
         fraction: dict[str, float] = {}
         for kids in children.values():
             scale = max(1.0, sum(raw[k] for k in kids))  # fractions never add up to more than the parent
