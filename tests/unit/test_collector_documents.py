@@ -210,3 +210,21 @@ def test_energy_series_carries_a_gpu_forward_when_it_misses_a_sample() -> None:
     samples = [gpu_sample(T0, {"0": 1.0, "1": 2.0}), gpu_sample(T0 + S, {"0": 5.0})]
     series = energy_series(gpu_resource_metrics([gpu_metrics_request("r", samples).SerializeToString()]))
     assert series == [(T0, 3.0), (T0 + S, 7.0)]
+
+
+def test_mig_instances_sharing_a_gpu_id_keep_their_own_rows_and_energy() -> None:
+    """Two MIG instances of GPU 0 in one run: both carry gpu_id "0" (the parent's index) and their
+    own gpu_uuid; neither row nor energy may overwrite the other's."""
+    samples = [gpu_sample(T0 + i * S, {"0": 10.0 * i, "0b": 30.0 * i}) for i in range(3)]
+    request = gpu_metrics_request("run-mig", samples)
+    for metric in request.resource_metrics[0].scope_metrics[0].metrics:
+        points = metric.gauge.data_points if metric.WhichOneof("data") == "gauge" else metric.sum.data_points
+        for point in points:
+            for kv in point.attributes:
+                if kv.key == "gpu_id" and kv.value.string_value == "0b":
+                    kv.value.string_value = "0"  # same index as the other instance; gpu_uuid stays GPU-fake-0b
+    kept = gpu_resource_metrics([request.SerializeToString()])
+    rows = metric_rows(kept, "run-mig")
+    assert len(rows) == 3 * 2
+    assert {(r["gpu_id"], r["gpu_uuid"]) for r in rows} == {("0", "GPU-fake-0"), ("0", "GPU-fake-0b")}
+    assert energy_series(kept)[-1] == (T0 + 2 * S, 20.0 + 60.0)

@@ -413,6 +413,22 @@ def test_long_gpu_series_are_thinned_but_keep_peaks(tmp_path: Path) -> None:
     assert "time since start (min)" in power  # 500 s of samples
 
 
+def test_mig_instances_of_one_gpu_get_their_own_charts(tmp_path: Path) -> None:
+    """Two MIG instances of GPU 0 share gpu_id "0" (the parent's index); each keeps its own series."""
+    rows = make_metric_rows(2, 7)
+    for row in rows:
+        if row["gpu_id"] == "1":
+            row["gpu_id"] = "0"
+            row["gpu_uuid"] = "MIG-0000-1"
+            row["gpu_memory_used_mib"] = 1234.0
+    run = write_run(tmp_path / "run", metric_rows=rows, metadata=make_metadata(2))
+    svgs = chart_svgs(render_report(run))
+    assert len(svgs) == 4 * 2
+    for svg in (s for s in svgs if 'data-metric="mem"' in s):
+        points = re.search(r'<polyline[^>]*points="([^"]*)"', svg).group(1).split()
+        assert len(points) == 7  # one instance's samples, not both interleaved
+
+
 # -- combinations of what a run folder holds ---------------------------------------------------
 def test_no_traces_and_no_gpu(tmp_path: Path) -> None:
     meta = make_metadata(0, otel={"enabled": False, "console": None})

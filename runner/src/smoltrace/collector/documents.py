@@ -265,12 +265,13 @@ def _value(point: Any) -> float:
 
 
 def metric_rows(resource_metrics: Sequence[ResourceMetrics], run_id: str) -> list[dict[str, Any]]:
-    """One row per (GPU, timestamp) with TraceMind UI's columns (none lost with several GPUs)."""
-    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    """One row per (GPU, timestamp) with TraceMind UI's columns (none lost with several GPUs; MIG
+    instances of one GPU share its gpu_id and are told apart by gpu_uuid)."""
+    rows: dict[tuple[int, str, str], dict[str, Any]] = {}
     for service, name, point in _points(resource_metrics):
         attrs = attributes(point.attributes)
         gpu_id = str(attrs.get("gpu_id", ""))
-        key = (point.time_unix_nano, gpu_id)
+        key = (point.time_unix_nano, gpu_id, str(attrs.get("gpu_uuid") or ""))
         row = rows.get(key)
         if row is None:
             row = rows[key] = {
@@ -295,11 +296,13 @@ def metric_rows(resource_metrics: Sequence[ResourceMetrics], run_id: str) -> lis
 
 
 def energy_series(resource_metrics: Sequence[ResourceMetrics]) -> list[tuple[int, float]]:
-    """(timestamp ns, energy of all GPUs since the run started, J), from gen_ai.gpu.energy."""
+    """(timestamp ns, energy of all GPUs since the run started, J), from gen_ai.gpu.energy (a GPU by
+    its UUID, else its index: MIG instances of one GPU share the index)."""
     per_time: dict[int, dict[str, float]] = defaultdict(dict)
     for _service, name, point in _points(resource_metrics):
         if name == "gen_ai.gpu.energy":
-            per_time[point.time_unix_nano][str(attributes(point.attributes).get("gpu_id", ""))] = _value(point)
+            attrs = attributes(point.attributes)
+            per_time[point.time_unix_nano][str(attrs.get("gpu_uuid") or attrs.get("gpu_id", ""))] = _value(point)
     series: list[tuple[int, float]] = []
     last: dict[str, float] = {}
     for ts in sorted(per_time):

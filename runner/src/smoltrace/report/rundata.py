@@ -97,12 +97,12 @@ def devices(data: RunData) -> list[Mapping[str, Any]]:
 
 def gpu_series(data: RunData) -> list[GpuSeries]:
     """One series per GPU from the metric rows (sorted by time), with totals from the summary."""
-    samples: dict[str, list[tuple[float, MetricRow]]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, MetricRow]]] = {}  # (gpu_id, uuid): MIG instances share a gpu_id
     for row in data.metric_rows:
         ns = _sample_ns(row)
         if ns is None:
             continue
-        samples.setdefault(str(row.gpu_id or "?"), []).append((ns, row))
+        samples.setdefault((str(row.gpu_id or "?"), str(row.gpu_uuid or "")), []).append((ns, row))
     by_key: dict[str, Mapping[str, Any]] = {}
     for dev in devices(data):
         by_key.setdefault(str(dev.get("index")), dev)
@@ -110,13 +110,15 @@ def gpu_series(data: RunData) -> list[GpuSeries]:
             by_key.setdefault(str(dev["uuid"]), dev)
     t0 = min((ns for rows in samples.values() for ns, _ in rows), default=0.0)
 
-    def sort_key(gpu_id: str) -> tuple[int, float, str]:
+    def sort_key(key: tuple[str, str]) -> tuple[int, float, str, str]:
+        gpu_id, uuid = key
         n = num(gpu_id)
-        return (0, n, "") if n is not None else (1, 0.0, gpu_id)
+        return (0, n, "", uuid) if n is not None else (1, 0.0, gpu_id, uuid)
 
     out: list[GpuSeries] = []
-    for gpu_id in sorted(samples, key=sort_key):
-        rows = sorted(samples[gpu_id], key=lambda item: item[0])
+    for key in sorted(samples, key=sort_key):
+        gpu_id = key[0]
+        rows = sorted(samples[key], key=lambda item: item[0])
         last = rows[-1][1]
         uuid = str(last.gpu_uuid or "")
         dev = mapping(by_key.get(uuid) or by_key.get(gpu_id))
