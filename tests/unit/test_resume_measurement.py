@@ -20,7 +20,9 @@ BASE = ["--provider", "litellm", "--model", "openai/fake", "--api-base", "http:/
 def test_resume_keeps_the_gpu_metrics_choice(tmp_path: Path, flag: str) -> None:
     first = config_from_args(build_parser().parse_args([*BASE, flag]))
     stored = {f.name: getattr(first, f.name) for f in dataclasses.fields(first)}
-    (tmp_path / "metadata.json").write_text(json.dumps({"run_id": first.run_id, "status": "interrupted", "config": stored}, default=str))
+    meta = {"run_id": first.run_id, "model": first.model, "provider": first.provider, "agent_type": first.agent_type}
+    meta |= {"dataset_used": "default", "started_at": "2026-12-04T10:00:00Z", "status": "interrupted", "config": stored}
+    (tmp_path / "metadata.json").write_text(json.dumps(meta, default=str))
     argv = ["--resume", str(tmp_path), "--api-base", "http://127.0.0.1:9/v1"]
     cli = config_from_args(build_parser().parse_args(argv))
     resumed = resume_config(tmp_path, cli, argv)

@@ -10,6 +10,9 @@ execution.
   `--skip-preflight`, tokens, exporter access, console flags) comes from this invocation only.
 - Budgets (`--max-tokens`, `--max-cost-usd`, `--max-energy-j`, `--max-co2-g`) only narrow a run:
   the folder's are kept (checked like the flags) unless this command line gives new ones.
+- The folder is read through `RunFolder` and validated by the records (`RunMetadata`): a
+  metadata.json that is not a valid record, or whose own fields contradict its stored config, is
+  refused (exit 2, one line) before anything of it is used.
 - What reaches the network or widens execution (`--api-base`, `--additional-imports`,
   `--enable-tools` and `--working-directory`, `--otlp-forward`, `--prompt-yml`, non-generation
   `--model-args` such as headers or keys, token files, visibility, the exporter address) is never
@@ -28,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, EvalConfig, build_parser, config_from_args
-from .run_folder import METADATA
+from .records import RunMetadata
+from .run_folder import METADATA, RunFolder, RunFolderError
 
 # dest -> flag: what the run is; read from the folder, never changed by a resume
 RUN_IDENTITY = {
@@ -118,7 +122,7 @@ def stored_argv(stored: dict[str, Any]) -> list[str]:
 def _same(dest: str, a: Any, b: Any) -> bool:
     if dest == "shard":
         return (tuple(a) if a else None) == (tuple(b) if b else None)
-    return a == b
+    return bool(a == b)
 
 
 def _stored_budget(run_dir: Path, dest: str, value: Any) -> float | None:
@@ -129,17 +133,37 @@ def _stored_budget(run_dir: Path, dest: str, value: Any) -> float | None:
     return int(value) if dest == "max_tokens" else float(value)
 
 
+# what metadata.json says the run is, next to the config it stored: a folder that contradicts itself was edited
+RECORD_IDENTITY = ("run_id", "model", "provider", "agent_type")
+
+
+def stored_run(run_dir: Path) -> RunMetadata:
+    """The run's record, validated by the records (`RunFolder.read_metadata`): a folder that is not
+    a run, or whose metadata.json is not a valid `RunMetadata`, is one line (exit 2)."""
+    try:
+        meta = RunFolder.open(run_dir).read_metadata()
+    except RunFolderError as err:
+        raise ConfigError(f"--resume {run_dir}: {' '.join(str(err).split())}") from None
+    if not meta.config:
+        raise ConfigError(f"--resume {run_dir}: {METADATA} has no config")
+    contradictions = [
+        f"{name} {getattr(meta, name)!r} vs config.{name} {meta.config.get(name)!r}"
+        for name in RECORD_IDENTITY
+        if name in meta.config and meta.config.get(name) != getattr(meta, name)
+    ]
+    if contradictions:
+        raise ConfigError(
+            f"--resume {run_dir}: {METADATA} does not describe a valid run (it contradicts itself: {'; '.join(contradictions)})"
+        )
+    return meta
+
+
 def resume_config(run_dir: Path, cli: EvalConfig, argv: Sequence[str]) -> EvalConfig:
     """This invocation's config for resuming `run_dir` (see the module's rules)."""
-    try:
-        meta = json.loads((run_dir / METADATA).read_text("utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"--resume {run_dir}: metadata.json cannot be read ({err})") from err
-    stored = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(stored, dict):
-        raise ConfigError(f"--resume {run_dir}: metadata.json has no config")
-    if isinstance(meta.get("dataset_revision"), str) and meta["dataset_revision"]:
-        stored = {**stored, "dataset_revision": meta["dataset_revision"]}  # the commit actually read
+    meta = stored_run(run_dir)
+    stored: dict[str, Any] = dict(meta.config)
+    if meta.dataset_revision:
+        stored["dataset_revision"] = meta.dataset_revision  # the commit actually read
     try:
         base = config_from_args(build_parser().parse_args(stored_argv(stored)))
     except (ConfigError, SystemExit) as err:

@@ -17,7 +17,7 @@ def nice_step(span: float, target: int = 5) -> float:
     if span <= 0 or not math.isfinite(span):
         return 1.0
     raw = span / max(target, 1)
-    base = 10 ** math.floor(math.log10(raw))
+    base = 10.0 ** math.floor(math.log10(raw))
     for mult in (1, 2, 2.5, 5, 10):
         if raw <= mult * base:
             return mult * base

@@ -59,6 +59,6 @@ def environment() -> jinja2.Environment:
 
 def render(template: str, **context: Any) -> str:
     """Render `template` to one self-contained HTML document."""
-    text = environment().get_template(template).render(**context)
+    text: str = environment().get_template(template).render(**context)
     # Lone surrogates from odd JSON would make the file unwritable: replace them.
     return text.encode("utf-8", "replace").decode("utf-8")
