@@ -14,6 +14,9 @@ Parts (each in its own process, under its own time limit; one failing never stop
            True", metrics.json with the four seed metrics and non-zero readings, per-task energy
            summing to the run's, GPU charts in report.html (copied to --out).
   parity   (not run by default) our NVML readings against nvidia-smi, and the cost of a sweep.
+  batching (not run by default) batched local generation (issue 15): the same 16 executions of SmolLM2
+           on CUDA with --parallel-workers 1, then 8: executions per second of the active phase,
+           every row free of errors in both.
 
 Usage:
   python scripts/gpu_check.py --model-dir PATH/SmolLM2-135M-Instruct --out DIR [--parts shared,scoped,energy,seed]
@@ -44,7 +47,7 @@ SOURCE_DIRS = [ROOT / "runner" / "src", ROOT / "gpu_exporter" / "src", ROOT / "p
 MIB = 1024 * 1024
 SEED_METRICS = ("gen_ai.gpu.utilization", "gen_ai.gpu.memory.used", "gen_ai.gpu.temperature", "gen_ai.co2.emissions")
 # seconds per part; the sum (+ a few seconds of start-up each) stays under 6 minutes
-LIMITS = {"shared": 95.0, "scoped": 50.0, "energy": 40.0, "seed": 150.0, "parity": 40.0}
+LIMITS = {"shared": 95.0, "scoped": 50.0, "energy": 40.0, "seed": 150.0, "parity": 40.0, "batching": 170.0}
 DEFAULT_PARTS = ("shared", "scoped", "energy", "seed")
 
 
@@ -515,12 +518,46 @@ def part_parity(result: Result, args: argparse.Namespace) -> None:
     sampler.stop()
 
 
+# -- part: batching (optional) -------------------------------------------------------------------
+def part_batching(result: Result, args: argparse.Namespace) -> None:
+    if not args.model_dir or not (Path(args.model_dir) / "config.json").is_file():
+        raise RuntimeError(f"--model-dir {args.model_dir!r} is not a transformers model folder (no config.json)")
+    speeds: dict[int, float] = {}
+    for workers in (1, 8):
+        out = Path(args.out) / f"batching-{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        command = [
+            sys.executable, "-m", "smoltrace.cli", "--provider", "transformers", "--model", str(args.model_dir), "--agent-type", "both",
+            "--limit", "8", "--max-steps", "2", "--model-args", "max_new_tokens=48", "--parallel-workers", str(workers),
+            "--disable-gpu-metrics", "--output-dir", str(out), "--output-format", "json", "--quiet",
+        ]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=75, check=False)
+        wall = round(time.monotonic() - t0, 1)
+        result.check(f"{workers} worker(s): exit code 0", proc.returncode == 0, f"{proc.returncode} {proc.stderr[-800:]}")
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        meta = json.loads((run_dir / "metadata.json").read_text("utf-8"))
+        rows = json.loads((run_dir / "results.json").read_text("utf-8"))
+        errors = [r.get("error") for r in rows if r.get("error")]
+        active = float((meta.get("timings") or {}).get("active_s") or 0.0)
+        speeds[workers] = len(rows) / active if active else 0.0
+        result.figure(
+            f"workers_{workers}",
+            {"executions": len(rows), "errors": len(errors), "passed": sum(bool(r.get("success")) for r in rows), "active_s": active,
+             "wall_s": wall, "executions_per_s": round(speeds[workers], 3), "first_errors": errors[:3]},
+        )  # fmt: skip
+        result.check(f"{workers} worker(s): 16 executions, none failed", len(rows) == 16 and not errors, f"{len(rows)} rows, {errors[:2]}")
+    if speeds.get(1):
+        result.figure("speedup_8_vs_1", round(speeds[8] / speeds[1], 2))
+
+
 PARTS: dict[str, Callable[[Result, argparse.Namespace], None]] = {
     "shared": part_shared,
     "scoped": part_scoped,
     "energy": part_energy,
     "seed": part_seed,
     "parity": part_parity,
+    "batching": part_batching,
 }
 
 
