@@ -526,6 +526,7 @@ class RunRegistry:
         self._lock = threading.RLock()
         self._active: dict[str, Run] = {}
         self._stopped: OrderedDict[str, Run] = OrderedDict()
+        self._shares_cache: tuple[MigTopology, tuple[Run, ...], list[dict[str, Share]]] | None = None  # of the last sweep
         self.runs_started = 0
         self.runs_expired = 0
         sampler.add_listener(self)
@@ -545,9 +546,23 @@ class RunRegistry:
             runs = list(self._active.values())
         if not runs:
             return
-        topology = MigTopology.from_devices(s.info for s in self.sampler.devices())
-        for run, shares in zip(runs, device_shares([run.accounts.keys() for run in runs], topology), strict=True):
+        for run, shares in zip(runs, self._shares(runs), strict=True):
             run.record(snapshot, shares)
+
+    def _shares(self, runs: list[Run]) -> list[dict[str, Share]]:
+        """Each run's shares; the same until a run starts or stops or the devices are rediscovered."""
+        topology = self.sampler.mig_topology
+        cached = self._shares_cache
+        if (
+            cached is not None
+            and cached[0] is topology
+            and len(cached[1]) == len(runs)
+            and all(a is b for a, b in zip(cached[1], runs, strict=True))
+        ):
+            return cached[2]
+        shares = device_shares([run.accounts.keys() for run in runs], topology)
+        self._shares_cache = (topology, tuple(runs), shares)  # holds the runs: identity compares stay valid
+        return shares
 
     def on_tick(self, now_monotonic: float) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from .energy import EnergyMeter
 from .nvml import DeviceInfo, ErrorKind, Field, NvmlBackend, classify_error, describe_error
+from .shares import MigTopology
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._devices: dict[str, DeviceState] = {}
         self._order: list[str] = []  # uuids by NVML index
+        self._topology = MigTopology()
         self.health = SamplerHealth()
         self._backoff = INITIAL_BACKOFF_S
         self._next_init = 0.0
@@ -178,6 +180,12 @@ class Sampler:
 
     def device(self, uuid: str) -> DeviceState | None:
         return self._devices.get(uuid)
+
+    @property
+    def mig_topology(self) -> MigTopology:
+        """MIG instances by parent with their energy fractions, as of the last discovery (a new
+        object after each re-initialisation)."""
+        return self._topology
 
     def wake(self) -> None:
         """Re-plan now (a run started or stopped and the interval may have changed)."""
@@ -227,6 +235,7 @@ class Sampler:
                 state.failed = True
                 state.error = state.error or "GPU no longer visible after NVML re-initialisation"
                 self._devices[uuid] = state
+        self._topology = MigTopology.from_devices(s.info for s in self._devices.values())
         self.health.nvml_up = True
         self.health.nvml_error = "" if infos else ("; ".join(lost) if lost else "no GPU visible to NVML")
         self.health.driver_version = driver
