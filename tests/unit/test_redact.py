@@ -152,6 +152,7 @@ def test_probes_never_hide_a_match_of_their_pattern() -> None:
         "sk-ABCDEFGHIJKLMNOPQRST hf_ABCDEFGHIJKLMNOPQRSTUV",
         "to\u212aen=abcdefgh and pa\u017f\u017fword=abcdefgh",  # case-folds to token/password
         "°C token=abcdefgh",
+        *(f"{name}=abcdefgh" for name in ("pwd", "my_secret", "auth_token", "credential", "credentials", "passwd", "apikey")),
     ]
     for text in shapes:
         assert Redactor([], environ={}).scrub(text) == reference(text) != text, text

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,32 +55,51 @@ def _name_value(match: re.Match[str]) -> str:
     return name + separator + _CANDIDATE.sub(_name_value, value)
 
 
+_NAME_VALUE_TAIL = re.compile(r"[\"']?\s*[:=]\s*[\"']?[^\s\"',;}&]{6,}")
+# every NAME=value match ends its name with one of these (api_key, x-api-key, DB_PASSWORD: "key", "password")
+_NAME_VALUE_WORDS = ("key", "token", "secret", "password", "passwd", "pwd", "authorization", "credential")
+
+
+def _name_value_probe(lowered: str) -> bool:
+    """Whether a secret word is followed by a separator and a value in the lowered text: each word
+    found with str.find (C speed) and the separator checked there; `re` would try the alternation
+    at every position."""
+    for word in _NAME_VALUE_WORDS:
+        at = lowered.find(word)
+        while at != -1:
+            end = at + len(word)
+            if _NAME_VALUE_TAIL.match(lowered, end) or (word == "credential" and _NAME_VALUE_TAIL.match(lowered, end + 1)):
+                return True
+            at = lowered.find(word, at + 1)
+    return False
+
+
 # (pattern, replacement, needles, fold, probe). Needles: one of them occurs in any match (in the
-# casefolded text if fold). Probe: a case-sensitive pattern that finds something in the lowered text
-# wherever the pattern would match an ASCII text (a necessary condition, checked before the pattern):
-# Python's `re` scans a case-insensitive alternation several times slower than a case-sensitive one,
-# and the probes almost never match, so a value with no secret costs one fast scan per pattern.
-_PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, re.Pattern[str] | None], ...] = (
+# casefolded text if fold). Probe: finds something in the lowered text wherever the pattern would
+# match an ASCII text (a necessary condition, checked before the pattern; case-sensitive): Python's
+# `re` scans a case-insensitive alternation several times slower than a case-sensitive one, and the
+# probes almost never match, so a value with no secret costs one fast scan per pattern.
+_PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, Callable[[str], object] | None], ...] = (
     (
         re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
         r"\1" + REDACTED + "@",
         ("://",),
         False,
-        re.compile(r"://[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
+        re.compile(r"://[^\s/@:\"']+(?::[^\s/@\"']*)?@").search,
     ),
     (
         re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
         r"\1" + REDACTED,
         ("bearer",),
         True,
-        re.compile(r"bearer\s+[a-z0-9._~+/=-]{8,}"),
+        re.compile(r"bearer\s+[a-z0-9._~+/=-]{8,}").search,
     ),
     (
         re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/=]{8,}"),
         r"\1" + REDACTED,
         ("basic",),
         True,
-        re.compile(r"authorization[\"']?\s*[:=]\s*[\"']?basic\s+[a-z0-9+/=]{8,}"),
+        re.compile(r"authorization[\"']?\s*[:=]\s*[\"']?basic\s+[a-z0-9+/=]{8,}").search,
     ),
     (
         # NAME=value, NAME: "value": the same matches as the single pattern
@@ -91,9 +110,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, re.Pattern[s
         _name_value,
         ("key", "token", "secret", "passw", "pwd", "author", "credential"),
         True,
-        re.compile(
-            r"(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)[\"']?\s*[:=]\s*[\"']?[^\s\"',;}&]{6,}"
-        ),
+        _name_value_probe,
     ),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False, None),
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False, None),
@@ -233,7 +250,7 @@ class Redactor:
             haystack = folded if fold else value
             if not any(n in haystack for n in needles):
                 continue
-            if probe is not None and lowered is not None and probe.search(lowered) is None:
+            if probe is not None and lowered is not None and not probe(lowered):
                 continue
             changed = pattern.sub(replacement, value)
             if changed != value:
