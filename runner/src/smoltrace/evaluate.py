@@ -294,7 +294,7 @@ class Evaluation:
     def _segment_settings(self) -> SegmentSettings:
         """How this process runs its part of the run (a --resume may change these, never what the run is)."""
         cfg = self.config
-        return SegmentSettings(
+        settings = SegmentSettings(
             api_base=cfg.api_base,
             parallel_workers=cfg.parallel_workers,
             max_retries=cfg.max_retries,
@@ -302,6 +302,8 @@ class Evaluation:
             shutdown_grace=cfg.shutdown_grace,
             skip_preflight=cfg.skip_preflight,
         )
+        # segment.json is a run file like metadata.json: the URL's userinfo password never reaches it
+        return SegmentSettings.model_validate(self.redactor.data(settings.to_json()))
 
     def _remote_model_server(self) -> str | None:
         """An Ollama server on another host: its GPUs are not this machine's."""
