@@ -236,6 +236,9 @@ def _env(api_base: str) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_TIMEOUT": os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "2"),
     }
     env.pop("PYTHONPATH", None)
+    # as a user's install runs: bytecode cached after the first run (SMOLTRACE's pip install compiled
+    # its own; an environment that forbids writing it would make ours compile its sources every run)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
