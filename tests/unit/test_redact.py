@@ -114,6 +114,10 @@ def test_linear_name_value_search_matches_the_reference_pattern() -> None:
         assert pattern.sub(replacement, text) == NAME_VALUE_REFERENCE.sub(r"\1" + REDACTED, text)
 
     check()
+    # found by this test: a non-secret name's value swallowed `token=`, hiding the secret after the break
+    for text in ("foo=token=\ntokentoken", "a=token=abcdefgh", "x_api_key = 'abcdefgh'", "tokentoken: secret: abcdefgh"):
+        assert pattern.sub(replacement, text) == NAME_VALUE_REFERENCE.sub(r"\1" + REDACTED, text), text
+    assert REDACTED in pattern.sub(replacement, "foo=token=\ntokentoken")
 
 
 def test_probes_never_hide_a_match_of_their_pattern() -> None:

@@ -41,18 +41,16 @@ _SECRET_WORDS = frozenset(
 _SECRET_NAMES = frozenset({"api_key", "x-api-key", "private_key", "client_secret", "hf_token", "access_token", "set-cookie"})
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
-_NAME = r"[A-Za-z0-9_.-]*(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)"
+# the last word of a NAME in NAME=value that makes the value a secret
+_SECRET_WORD = r"(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)"
+_NAME = rf"[A-Za-z0-9_.-]*{_SECRET_WORD}"
 NAME_VALUE_REFERENCE = re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_NAME})[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}}&]{{6,}}")
-_CANDIDATE = re.compile(r"(?i)(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;}&]{6,})")
-_SECRET_END = re.compile(r"(?i)(?:api[_-]?key|_key|-key|token|secret|password|passwd|pwd|authorization|credentials?)\Z")
-
-
-def _name_value(match: re.Match[str]) -> str:
-    name, separator, value = match.groups()
-    if _SECRET_END.search(name):
-        return name + separator + REDACTED
-    # not a secret name: the value may itself hold NAME=value (`a=token=...`)
-    return name + separator + _CANDIDATE.sub(_name_value, value)
+# The same matches, found in linear time: the reference's name may start anywhere in the run of name
+# characters before the secret word (that run always begins after a non-alphanumeric character), so
+# only the secret word and what follows it decide a match. An earlier linear search (every name run
+# a candidate, its value searched again when the name was not secret) missed `foo=token=\ntokentoken`:
+# the first candidate's value swallowed `token=` and the secret after the line break was never seen.
+_NAME_VALUE = re.compile(rf"(?i)({_SECRET_WORD}[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}}&]{{6,}}")
 
 
 _NAME_VALUE_TAIL = re.compile(r"[\"']?\s*[:=]\s*[\"']?[^\s\"',;}&]{6,}")
@@ -102,12 +100,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, Callable[[st
         re.compile(r"authorization[\"']?\s*[:=]\s*[\"']?basic\s+[a-z0-9+/=]{8,}").search,
     ),
     (
-        # NAME=value, NAME: "value": the same matches as the single pattern
-        # `(?<![A-Za-z0-9])(NAME sep)value{6,}` (kept as NAME_VALUE_REFERENCE for the tests), found
-        # in linear time: every run of name characters followed by a separator and a value is a
-        # candidate, and the replacement decides whether the run ends with a secret name
-        _CANDIDATE,
-        _name_value,
+        # NAME=value, NAME: "value": the matches of NAME_VALUE_REFERENCE (see _NAME_VALUE)
+        _NAME_VALUE,
+        r"\1" + REDACTED,
         ("key", "token", "secret", "passw", "pwd", "author", "credential"),
         True,
         _name_value_probe,
@@ -122,6 +117,13 @@ _MARGIN = 256
 _CACHE_MIN_CHARS = 512
 _CACHE_MAX_CHARS = 8_000_000
 _CLEAN_MAX = 100_000
+
+
+def _folds(value: str) -> tuple[str | None, str]:
+    """(the text lowered when it is ASCII, else None; the casefolded text). An ASCII text lowered
+    keeps its positions, so the probes' case-sensitive scans of it stand for the patterns' (?i) scans."""
+    lowered = value.lower() if value.isascii() else None
+    return lowered, lowered if lowered is not None else value.casefold()
 
 
 @functools.lru_cache(maxsize=4096)  # span attribute and JSON keys recur endlessly
@@ -240,10 +242,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        # cheap checks first: most values hold none of the patterns. An ASCII text lowered keeps its
-        # positions, so the probes' case-sensitive scans of it stand for the patterns' (?i) scans.
-        lowered = value.lower() if value.isascii() else None
-        folded = lowered if lowered is not None else value.casefold()
+        # cheap checks first: most values hold none of the patterns
+        lowered, folded = _folds(value)
         if _ANY_NEEDLE.search(folded) is None:
             return value
         for pattern, replacement, needles, fold, probe in _PATTERNS:
@@ -255,8 +255,7 @@ class Redactor:
             changed = pattern.sub(replacement, value)
             if changed != value:
                 value = changed
-                lowered = value.lower() if value.isascii() else None
-                folded = lowered if lowered is not None else value.casefold()
+                lowered, folded = _folds(value)
         return value
 
     def text(self, value: str) -> str:
