@@ -296,6 +296,7 @@ class Evaluation:
         cfg = self.config
         settings = SegmentSettings(
             api_base=cfg.api_base,
+            gpu_exporter=cfg.gpu_exporter,
             parallel_workers=cfg.parallel_workers,
             max_retries=cfg.max_retries,
             task_timeout=cfg.task_timeout,
@@ -362,6 +363,18 @@ class Evaluation:
             print(decision.console, flush=True)
         return LoadedModel(spec, target, model, decision)
 
+    def _warn_exporter_changed(self, earlier: list[SegmentInfo]) -> None:
+        """A resume is never given the exporter address by the folder (it reaches the network): when
+        an earlier segment sampled a remote exporter and this one does not, say that the run's GPU
+        figures now cover only the segments that measured, instead of letting the total look whole."""
+        remote = sorted({s.settings.gpu_exporter for s in earlier if s.settings and s.settings.gpu_exporter})
+        if remote and not self.config.gpu_exporter:
+            self.warn(
+                f"an earlier segment of this run sampled the GPU exporter at {', '.join(remote)}; this process was not "
+                "given --gpu-exporter, so the run's GPU energy covers only the segments that measured "
+                "(give --gpu-exporter again to measure this one)"
+            )
+
     # -- sessions -----------------------------------------------------------------------------
     def open_sessions(self, run_plan: RunPlan, loaded: LoadedModel, gpu: GpuSession, started: Any) -> Sessions:
         cfg = self.config
@@ -370,7 +383,9 @@ class Evaluation:
         previous_meta = previous if isinstance(previous, dict) else None
         kind: Literal["first", "resume", "shard"] = "resume" if cfg.resume else ("shard" if cfg.shard is not None else "first")
         shard = {"index": cfg.shard[0], "count": cfg.shard[1]} if cfg.shard else None
+        earlier = folder.segments() if cfg.resume else []
         segment = folder.begin_segment(kind, iso(utc_now()), shard, self._segment_settings())
+        self._warn_exporter_changed(earlier)
         done = {r.test_case_uid for r in done_rows}
         todo = [e for e in run_plan.executions if e.uid not in done]
         meta = self._metadata(run_plan, started, folder.path, loaded.gpu.enabled, loaded.gpu.reason).with_(gpu_scope=gpu.report.scope)

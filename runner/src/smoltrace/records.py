@@ -470,6 +470,7 @@ class SegmentSettings(Record):
     command line, never from the folder), never what the run is."""
 
     api_base: str | None = doc("The model server it used (--api-base).", null="the provider's default")
+    gpu_exporter: str | None = doc("The GPU exporter it asked for samples (--gpu-exporter).", null="an embedded exporter, or none")
     parallel_workers: int = doc("--parallel-workers.", default=1)
     max_retries: int = doc("--max-retries.", default=3)
     task_timeout: float | None = doc("--task-timeout.", unit="s", null="no timeout")
