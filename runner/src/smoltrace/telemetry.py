@@ -129,20 +129,24 @@ class RoutingTracer(Tracer):
     def __init__(self, name: str, version: str | None, schema_url: str | None, attributes: Attributes) -> None:
         self._key = (name, version, schema_url)
         self._attributes = attributes
-        self._cache: dict[int, Tracer] = {}
+        # id(provider) -> (provider, its tracer). The provider is held with its tracer: a closed
+        # run's provider, once collected, could hand its id to the next run's, whose spans would
+        # then go to the closed one's tracer and be dropped (a second run in one process lost its
+        # library spans now and then).
+        self._cache: dict[int, tuple[Any, Tracer]] = {}
 
     def _tracer(self) -> Tracer | None:
         provider = _active_provider()
         if provider is None:
             return None
-        tracer = self._cache.get(id(provider))
-        if tracer is None:
+        entry = self._cache.get(id(provider))
+        if entry is None or entry[0] is not provider:
             name, version, schema_url = self._key
-            tracer = provider.get_tracer(name, version, schema_url, self._attributes)
+            entry = (provider, provider.get_tracer(name, version, schema_url, self._attributes))
             if len(self._cache) > 64:
                 self._cache.clear()
-            self._cache[id(provider)] = tracer
-        return tracer
+            self._cache[id(provider)] = entry
+        return entry[1]
 
     def start_span(
         self, name: str, context: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL, *args: Any, **kwargs: Any
