@@ -709,7 +709,7 @@ def test_write_report_is_atomic_and_deterministic(tmp_path: Path, monkeypatch: p
     assert write_report(run).read_text("utf-8") == first  # same input, same bytes
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
 
-    def boom(run_dir: Path) -> str:
+    def boom(run_dir: Path, folder: object = None) -> str:
         raise RuntimeError("render failed")
 
     monkeypatch.setattr(report, "render_report", boom)

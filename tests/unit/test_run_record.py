@@ -160,6 +160,49 @@ def test_segments_union(tmp_path: Path) -> None:
     assert [r.co2_g for r in rows] == pytest.approx([0.3, 0.1])
 
 
+def test_the_folder_that_wrote_records_reads_them_back_without_parsing_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smoltrace import run_folder
+
+    folder = RunFolder.create(tmp_path, "run")
+    docs = [trace("tool:a", "1" * 32, tokens=5), trace("tool:b", "2" * 32)]
+    rows = [row("tool:a", 0, 1, 2, trace_id="1" * 32)]
+    folder.write_results(rows)
+    folder._write_records(folder.file("traces.json"), docs)
+    on_disk = json.loads(folder.file("traces.json").read_text())
+    assert on_disk == [d.to_json() for d in docs], "the text form is the dict form"
+    assert folder.file("traces.json").read_text().count("\n") == len(docs) + 2, "one trace per line"
+
+    reads: list[Path] = []
+    real_read = run_folder._read_json
+    monkeypatch.setattr(run_folder, "_read_json", lambda path: reads.append(path) or real_read(path))
+    assert folder.read_traces() == docs and folder.read_results() == rows
+    problems: list[str] = []
+    assert folder.read_list_lenient("traces.json", TraceDoc, problems) == docs and problems == []
+    assert reads == [], "what this folder object wrote is not parsed again"
+    assert RunFolder(folder.path).read_traces() == docs and reads == [folder.file("traces.json")], "another object reads the file"
+
+    # the file replaced behind the folder's back (another process, an editor): read from disk
+    reads.clear()
+    changed = [d.to_json() for d in docs[:1]]
+    folder.file("traces.json").write_text(json.dumps(changed))
+    assert [d.trace_id for d in folder.read_traces()] == ["1" * 32]
+    assert reads == [folder.file("traces.json")]
+    folder.file("results.json").unlink()
+    with pytest.raises(RunFolderError):
+        folder.read_results()
+
+
+def test_non_finite_numbers_survive_the_text_form(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "run")
+    doc = trace("tool:a", "1" * 32).with_(total_duration_ms=float("inf"), spans=[{"x": float("nan"), "t": (1, 2)}])
+    folder._write_records(folder.file("traces.json"), [doc])
+    back = RunFolder(folder.path).read_traces()[0]
+    assert back.total_duration_ms == float("inf") and back.spans[0]["t"] == [1, 2]
+    assert back.spans[0]["x"] != back.spans[0]["x"]  # NaN
+
+
 def test_a_segment_left_running_was_killed(tmp_path: Path) -> None:
     folder = RunFolder.create(tmp_path, "run")
     folder.begin_segment("first", "2026-12-04T10:00:00Z")  # never ended: the process was SIGKILLed

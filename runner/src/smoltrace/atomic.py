@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,14 @@ def json_text(data: Any) -> str:
     by the C encoder, which `indent` would replace with the pure-Python one, ~10x slower), anything
     else indented."""
     if isinstance(data, list | tuple):
-        if not data:
-            return "[]\n"
-        items = ",\n".join(json.dumps(item, ensure_ascii=False, default=str) for item in data)
-        return "[\n" + items + "\n]\n"
+        return json_list_text(json.dumps(item, ensure_ascii=False, default=str) for item in data)
     return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def json_list_text(items: Iterable[str]) -> str:
+    """The list layout of `json_text` around items already encoded (records encode themselves)."""
+    body = ",\n".join(items)
+    return "[\n" + body + "\n]\n" if body else "[]\n"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

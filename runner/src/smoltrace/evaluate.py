@@ -495,9 +495,11 @@ class Evaluation:
             timings={"startup_s": round(executed.startup_s, 3), "active_s": round(executed.active_s, 3)},
             telemetry={k: v for k, v in sessions.telemetry.report.items() if k != "warnings"},
         )
+        traces = [TraceDoc.model_validate(d) for d in self.redactor.data(telemetry.traces)]
+        telemetry.traces.clear()  # the records hold the traces now: the collector's copy goes (peak memory)
         data = SegmentData(
             info,
-            [TraceDoc.model_validate(d) for d in self.redactor.data(telemetry.traces)],
+            traces,
             list((telemetry.metrics_json or {}).get("resourceMetrics") or []),
             [MetricRow.model_validate(r) for r in telemetry.metric_rows],
         )

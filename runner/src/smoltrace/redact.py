@@ -117,6 +117,7 @@ _MARGIN = 256
 _CACHE_MIN_CHARS = 512
 _CACHE_MAX_CHARS = 8_000_000
 _CLEAN_MAX = 100_000
+_SHORT_MAX = 16_384  # short strings remembered by `data` (span ids, names, roles: they recur)
 
 
 def _folds(value: str) -> tuple[str | None, str]:
@@ -219,6 +220,7 @@ class Redactor:
         # the same long values (system prompt, conversation so far) recur in span after span
         self._cache: dict[str, str] = {}
         self._clean: set[tuple[int, int]] = set()
+        self._short: dict[str, str] = {}
         self._cached_chars = 0
 
     @classmethod
@@ -298,7 +300,14 @@ class Redactor:
     def data(self, value: Any) -> Any:
         """A JSON-like document with secret-named fields replaced and every string scrubbed."""
         if isinstance(value, str):
-            return value if self._is_clean(value) else self.scrub(value)
+            if len(value) >= _CACHE_MIN_CHARS:
+                return value if self._is_clean(value) else self.scrub(value)
+            done = self._short.get(value)
+            if done is None:
+                if len(self._short) >= _SHORT_MAX:
+                    self._short.clear()
+                done = self._short[value] = self.scrub(value)
+            return done
         if isinstance(value, Mapping):
             return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

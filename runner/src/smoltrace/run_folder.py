@@ -35,16 +35,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
-from .atomic import write_json_atomic
+from .atomic import json_list_text, write_json_atomic, write_text_atomic
 from .records import (
     GpuSummary,
     LeaderboardRow,
     MetricRow,
     R,
+    Record,
     ResultRow,
     RunMetadata,
     SegmentInfo,
@@ -216,12 +217,29 @@ class RunContents:
     problems: list[str] = field(default_factory=list)
 
 
+_Stat = tuple[int, int, int]
+
+
+def _stat(path: Path) -> _Stat | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class RunFolder:
-    """A run folder on disk. Every reader and writer of run files goes through it."""
+    """A run folder on disk. Every reader and writer of run files goes through it.
+
+    The records a folder object wrote are kept with the file's identity (inode, size, mtime):
+    reading that file back through the same object, as the end of a run does (the union of the
+    segments, then the report), gives the same records without parsing megabytes of JSON again;
+    a file changed or replaced since is read from disk."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.checkpoint = Checkpoint(self.path / CHECKPOINT)
+        self._written: dict[Path, tuple[_Stat, Record | tuple[Record, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -259,6 +277,44 @@ class RunFolder:
     def write_json(self, name: str, data: Any) -> None:
         write_json_atomic(self.path / name, data)
 
+    # -- records as written -------------------------------------------------------------------
+    def _write_records(self, path: Path, records: Sequence[Record]) -> None:
+        """A list file of records (one per line), remembered as written."""
+        write_text_atomic(path, json_list_text(r.to_json_text() for r in records))
+        self._remember(path, tuple(records))
+
+    def _write_record(self, path: Path, record: Record) -> None:
+        write_json_atomic(path, record.to_json())
+        self._remember(path, record)
+
+    def _remember(self, path: Path, value: Record | tuple[Record, ...]) -> None:
+        stat = _stat(path)
+        if stat is not None:
+            self._written[path] = (stat, value)
+
+    def _recall(self, path: Path, kind: type[R]) -> list[R] | None:
+        """The records this object wrote to `path` when the file is still the one it wrote."""
+        kept = self._written.get(path)
+        if kept is None:
+            return None
+        if _stat(path) != kept[0]:
+            del self._written[path]
+            return None
+        value = kept[1]
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(type(r) is kind for r in items):
+            return None
+        return cast(list[R], list(items))
+
+    def _records(self, path: Path, kind: type[R]) -> list[R]:
+        """A list file of records, strictly (RunFolderError when it is not one)."""
+        kept = self._recall(path, kind)
+        return kept if kept is not None else _validate_list(kind, _read_json(path), path)
+
+    def _record(self, path: Path, kind: type[R]) -> R:
+        kept = self._recall(path, kind)
+        return kept[0] if kept else _validate(kind, _read_json(path), path)
+
     def read_json(self, name: str, default: Any = None) -> Any:
         path = self.path / name
         if not path.exists():
@@ -267,26 +323,26 @@ class RunFolder:
 
     # -- records ------------------------------------------------------------------------------
     def read_metadata(self) -> RunMetadata:
-        return _validate(RunMetadata, _read_json(self.path / METADATA), self.path / METADATA)
+        return self._record(self.path / METADATA, RunMetadata)
 
     def write_metadata(self, meta: RunMetadata) -> None:
-        self.write_json(METADATA, meta.to_json())
+        self._write_record(self.path / METADATA, meta)
 
     def read_results(self) -> list[ResultRow]:
-        return _validate_list(ResultRow, _read_json(self.path / RESULTS), self.path / RESULTS)
+        return self._records(self.path / RESULTS, ResultRow)
 
     def write_results(self, rows: Sequence[ResultRow]) -> None:
-        self.write_json(RESULTS, [r.to_json() for r in rows])
+        self._write_records(self.path / RESULTS, rows)
 
     def read_rows(self) -> list[ResultRow]:
         """results.json, or the checkpoint when the run never wrote results (killed)."""
         return self.read_results() if self.has(RESULTS) else self.checkpoint.load()
 
     def read_traces(self) -> list[TraceDoc]:
-        return _validate_list(TraceDoc, self.read_json(TRACES, []), self.path / TRACES)
+        return self._records(self.path / TRACES, TraceDoc) if self.has(TRACES) else []
 
     def read_metric_rows(self) -> list[MetricRow]:
-        return _validate_list(MetricRow, self.read_json(METRIC_ROWS, []), self.path / METRIC_ROWS)
+        return self._records(self.path / METRIC_ROWS, MetricRow) if self.has(METRIC_ROWS) else []
 
     def read_metrics_json(self) -> dict[str, Any]:
         value = self.read_json(METRICS, {"resourceMetrics": []})
@@ -295,8 +351,7 @@ class RunFolder:
         return value
 
     def read_leaderboard(self) -> LeaderboardRow | None:
-        raw = self.read_json(LEADERBOARD_ROW)
-        return None if raw is None else _validate(LeaderboardRow, raw, self.path / LEADERBOARD_ROW)
+        return self._record(self.path / LEADERBOARD_ROW, LeaderboardRow) if self.has(LEADERBOARD_ROW) else None
 
     # -- reading for views (lenient) ------------------------------------------------------------
     def _lenient_json(self, name: str, kind: type[list[Any]] | type[dict[str, Any]], problems: list[str]) -> Any:
@@ -316,6 +371,9 @@ class RunFolder:
     def read_record_lenient(self, name: str, kind: type[R], problems: list[str]) -> R | None:
         """One record file (metadata, leaderboard row) as far as it goes; None when missing,
         empty or unreadable (said in `problems`)."""
+        kept = self._recall(self.path / name, kind)
+        if kept:
+            return kept[0]
         value = self._lenient_json(name, dict, problems)
         if not value:
             return None
@@ -328,6 +386,9 @@ class RunFolder:
 
     def read_list_lenient(self, name: str, kind: type[R], problems: list[str]) -> list[R] | None:
         """A list file (results, traces, metric rows) as far as it goes; None when missing or unreadable."""
+        kept = self._recall(self.path / name, kind)
+        if kept is not None:
+            return kept
         value = self._lenient_json(name, list, problems)
         if value is None:
             return None
@@ -381,10 +442,10 @@ class RunFolder:
             return [legacy] if legacy is not None else []
         out = []
         for d in dirs:
-            info = _validate(SegmentInfo, _read_json(d / SEGMENT), d / SEGMENT)
-            traces = _validate_list(TraceDoc, _read_json(d / TRACES), d / TRACES) if (d / TRACES).is_file() else []
+            info = self._record(d / SEGMENT, SegmentInfo)
+            traces = self._records(d / TRACES, TraceDoc) if (d / TRACES).is_file() else []
             metrics = _read_json(d / METRICS) if (d / METRICS).is_file() else {}
-            rows = _validate_list(MetricRow, _read_json(d / METRIC_ROWS), d / METRIC_ROWS) if (d / METRIC_ROWS).is_file() else []
+            rows = self._records(d / METRIC_ROWS, MetricRow) if (d / METRIC_ROWS).is_file() else []
             out.append(SegmentData(info, traces, list((metrics or {}).get("resourceMetrics") or []), rows))
         return out
 
@@ -468,15 +529,15 @@ class RunFolder:
         return self.path / SEGMENTS / f"{index:03d}"
 
     def _write_info(self, info: SegmentInfo) -> None:
-        write_json_atomic(self._segment_dir(info.index) / SEGMENT, info.to_json())
+        self._write_record(self._segment_dir(info.index) / SEGMENT, info)
 
     def _write_segment(self, data: SegmentData) -> None:
         d = self._segment_dir(data.info.index)
         d.mkdir(parents=True, exist_ok=True)
         run_id = data.traces[0].run_id if data.traces else None
-        write_json_atomic(d / TRACES, [t.to_json() for t in data.traces])
+        self._write_records(d / TRACES, data.traces)
         write_json_atomic(d / METRICS, {"run_id": run_id, "resourceMetrics": data.resource_metrics})
-        write_json_atomic(d / METRIC_ROWS, [r.to_json() for r in data.metric_rows])
+        self._write_records(d / METRIC_ROWS, data.metric_rows)
         self._write_info(data.info)
 
     def remove_segments(self) -> None:
@@ -529,17 +590,17 @@ class RunFolder:
         the report. Returns why the report could not be written, or None."""
         run_id = meta.run_id
         self.write_results(rows)
-        self.write_json(TRACES, [t.to_json() for t in union.traces])
+        self._write_records(self.path / TRACES, union.traces)
         self.write_json(METRICS, {"run_id": run_id, "resourceMetrics": union.resource_metrics})
-        self.write_json(METRIC_ROWS, [r.to_json() for r in union.metric_rows])
-        self.write_json(LEADERBOARD_ROW, board.to_json())
+        self._write_records(self.path / METRIC_ROWS, union.metric_rows)
+        self._write_record(self.path / LEADERBOARD_ROW, board)
         self.write_metadata(meta)
         if not report:
             return None
         try:
             from .report import write_report
 
-            write_report(self.path)
+            write_report(self.path, folder=self)
         except Exception as err:  # noqa: BLE001 - the report is a view; the data files are written
             return f"{type(err).__name__}: {err}"
         return None

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..run_folder import RunFolder
 from .charts import MAX_CHART_POINTS, nice_ticks
 from .charts import tick_label as _tick_label
 from .formatting import TEXT_CAP, TIMES, fmt_co2, fmt_energy, fmt_int, fmt_ms, fmt_pct, fmt_sig, fmt_usd
@@ -55,17 +56,19 @@ __all__ = [
 ]
 
 
-def render_report(run_dir: Path) -> str:
-    """The report of the run in `run_dir` as one self-contained HTML document."""
-    view = build_report_view(load_run(Path(run_dir)), max_spans_total=MAX_SPANS_TOTAL, max_spans_per_trace=MAX_SPANS_PER_TRACE)
+def render_report(run_dir: Path, folder: RunFolder | None = None) -> str:
+    """The report of the run in `run_dir` as one self-contained HTML document. `folder`: the
+    `RunFolder` that just wrote the run (its records are not read back from disk)."""
+    data = folder.contents() if folder is not None else load_run(Path(run_dir))
+    view = build_report_view(data, max_spans_total=MAX_SPANS_TOTAL, max_spans_per_trace=MAX_SPANS_PER_TRACE)
     view.placement, view.placement_note = placement(Path(run_dir))
     return render("report.html.j2", v=view)
 
 
-def write_report(run_dir: Path) -> Path:
+def write_report(run_dir: Path, folder: RunFolder | None = None) -> Path:
     """Render the report and write `<run_dir>/report.html` atomically (temp file, fsync, rename)."""
     run_dir = Path(run_dir)
-    text = render_report(run_dir)
+    text = render_report(run_dir, folder)
     path = run_dir / REPORT
     write_text_atomic(path, text)
     return path
