@@ -299,6 +299,11 @@ class Redactor:
 
     def data(self, value: Any) -> Any:
         """A JSON-like document with secret-named fields replaced and every string scrubbed."""
+        kind = type(value)
+        if kind is int or kind is float or kind is bool or value is None:  # most leaves: no ABC checks
+            return value
+        if kind is dict:
+            return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, str):
             if len(value) >= _CACHE_MIN_CHARS:
                 return value if self._is_clean(value) else self.scrub(value)
