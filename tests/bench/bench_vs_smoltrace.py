@@ -14,7 +14,10 @@ Measured from outside each process:
 - teardown: last reply to exit;
 - CPU per model call: CPU time of the process tree during the active phase / model calls
   (sampled every 20 ms);
-- peak RSS: the largest resident set of the process (getrusage via wait4);
+- peak RSS: the process's own high-water mark (VmHWM in /proc/PID/status, read every 20 ms; it
+  only grows, so the last read holds the peak up to ~20 ms before exit). Not wait4's ru_maxrss:
+  Linux carries the parent's high-water mark into a child across fork/vfork + exec, so once the
+  bench process had grown to ~380 MB every child it spawned "peaked" at ~380 MB;
 - torch: whether libtorch was ever mapped into the process (/proc/PID/maps).
 
 Run: python -m tests.bench.bench_vs_smoltrace [--repeat N] [--no-smoltrace]
@@ -121,13 +124,14 @@ class Measured:
 
 
 class _Sampler(threading.Thread):
-    """CPU time of a process and its children every 20 ms; whether libtorch is mapped."""
+    """CPU time of a process and its children and its peak RSS every 20 ms; whether libtorch is mapped."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(name="bench-sampler", daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, float]] = []
         self.torch_loaded = False
+        self.peak_rss_kb = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -143,6 +147,7 @@ class _Sampler(threading.Thread):
             except psutil.Error:
                 return
             self.samples.append((now, cpu))
+            self.peak_rss_kb = max(self.peak_rss_kb, _hwm_kb(self.pid))
             if n % 10 == 0 and not self.torch_loaded:
                 self.torch_loaded = _maps_torch(self.pid)
             n += 1
@@ -167,6 +172,18 @@ def _tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+def _hwm_kb(pid: int) -> int:
+    """The process's resident-set high-water mark (kB), 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _maps_torch(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/maps") as handle:
@@ -183,7 +200,7 @@ def measure(harness: str, cmd: list[str], env: dict[str, str], script: BenchScri
         sampler = _Sampler(proc.pid)
         sampler.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            _, status = os.waitpid(proc.pid, 0)
         except BaseException:
             proc.kill()
             raise
@@ -205,7 +222,7 @@ def measure(harness: str, cmd: list[str], env: dict[str, str], script: BenchScri
         ideal_s=script.requests * script.latency_s / workers,
         teardown_s=end - last,
         cpu_active_s=sampler.cpu_between(first, last),
-        peak_rss_mb=usage.ru_maxrss / 1024.0,
+        peak_rss_mb=sampler.peak_rss_kb / 1024.0,
         torch_loaded=sampler.torch_loaded,
         exit_code=proc.returncode,
     )
