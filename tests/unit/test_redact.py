@@ -138,6 +138,8 @@ def test_probes_never_hide_a_match_of_their_pattern() -> None:
             *("token", "api_key", "X-API-KEY", "Password", "pwd", "Credentials", "AUTHORIZATION", "Bearer", "basic", "key"),
             *("https://", "HTTP://", "user", ":pw", "@host", "sk-", "hf_", "0123456789abcdefghij", "ABCDEFGH", "+/="),
             *("=", ":", " ", '"', "'", ",", ";", "}", "&", "\n", "\t", "abcdefgh", "12345", "é", "\u212a", "\u017f", "\u0130", "\u0131"),
+            # word halves, so the characters re takes for i/s/k can land inside a secret word
+            *("credent", "al", "author", "zation", "ap", "_key", "pa", "word", "to", "en", "secret"),
         ]
     )
 
@@ -155,6 +157,13 @@ def test_probes_never_hide_a_match_of_their_pattern() -> None:
         "X_API_KEY = 'abcdefgh'; Db-Password:\t\"s3cr3t!!\"",
         "sk-ABCDEFGHIJKLMNOPQRST hf_ABCDEFGHIJKLMNOPQRSTUV",
         "to\u212aen=abcdefgh and pa\u017f\u017fword=abcdefgh",  # case-folds to token/password
+        # re reads these as credential / authorization / api_key (dotless and dotted capital i);
+        # casefold() did not, and `credent\u0131al=...` was left in the clear
+        "credent\u0131al=abcdefgh",
+        "credent\u0130al=abcdefgh",
+        "Author\u0130zation: Basic ABCDEFGH+/=",
+        "ap\u0131_key=abcdefgh",
+        "é credent\u0131als: 'abcdefgh'",
         "°C token=abcdefgh",
         *(f"{name}=abcdefgh" for name in ("pwd", "my_secret", "auth_token", "credential", "credentials", "passwd", "apikey")),
     ]
@@ -175,3 +184,19 @@ def test_a_value_the_redactor_produced_is_not_scanned_again_but_any_other_is() -
     # what text() returns after redaction is marked, not what it was given
     r.text(leaked)
     assert r.data(leaked) == "y" * 600 + " api_key=" + REDACTED
+
+
+def test_the_fold_knows_every_character_re_takes_for_an_ascii_letter() -> None:
+    """The probes and needles read `_fold(text)`; they stay a prefilter only if every character that
+    `re` (IGNORECASE) equates with an ASCII letter is folded to it. Checked over every code point,
+    so a Python whose case tables grow fails here instead of letting a secret through."""
+    import re
+
+    from smoltrace.redact import _fold
+
+    letter = re.compile("(?i)[a-z]")
+    for code in range(128, 0x110000):
+        char = chr(code)
+        if letter.fullmatch(char):
+            assert re.fullmatch("[a-z]", _fold(char)), hex(code)
+    assert _fold("CREDENT\u0130AL pa\u017f\u017fword to\u212aen ap\u0131_key") == "credential password token api_key"

@@ -73,8 +73,8 @@ def _name_value_probe(lowered: str) -> bool:
 
 
 # (pattern, replacement, needles, fold, probe). Needles: one of them occurs in any match (in the
-# casefolded text if fold). Probe: finds something in the lowered text wherever the pattern would
-# match an ASCII text (a necessary condition, checked before the pattern; case-sensitive): Python's
+# text's `_fold` if fold). Probe: finds something in the `_fold` wherever the pattern would match
+# the text (a necessary condition, checked before the pattern; case-sensitive): Python's
 # `re` scans a case-insensitive alternation several times slower than a case-sensitive one, and the
 # probes almost never match, so a value with no secret costs one fast scan per pattern.
 _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, Callable[[str], object] | None], ...] = (
@@ -110,21 +110,32 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any, tuple[str, ...], bool, Callable[[st
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED, ("sk-",), False, None),
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), REDACTED, ("hf_",), False, None),
 )
-# every needle of every pattern, found in the casefolded text (a superset: the raw-text needles are
+# every needle of every pattern, found in the `_fold` of the text (a superset: the raw-text needles are
 # case-free), so a value with none of them is done with one scan
 _ANY_NEEDLE = re.compile("|".join(re.escape(n) for _, _, needles, _, _ in _PATTERNS for n in needles))
 _MARGIN = 256
 _CACHE_MIN_CHARS = 512
 _CACHE_MAX_CHARS = 8_000_000
 _CLEAN_MAX = 100_000
-_SHORT_MAX = 16_384  # short strings remembered by `data` (span ids, names, roles: they recur)
+_SHORT_MAX = 16_384  # short values scrubbed by `data` and `text`, remembered (ids, names, roles: they recur)
 
 
-def _folds(value: str) -> tuple[str | None, str]:
-    """(the text lowered when it is ASCII, else None; the casefolded text). An ASCII text lowered
-    keeps its positions, so the probes' case-sensitive scans of it stand for the patterns' (?i) scans."""
-    lowered = value.lower() if value.isascii() else None
-    return lowered, lowered if lowered is not None else value.casefold()
+# The only non-ASCII characters Python's `re` takes for ASCII letters under IGNORECASE (every code
+# point checked: U+0130 and U+0131 for i, U+017F for s, the Kelvin sign for k). Mapped to those
+# letters before lowering, a text's fold holds every needle and probe match that the (?i) patterns
+# find in the text itself — for any text, not only ASCII (casefold() kept the dotless i, so a
+# `credent\u0131al=...` that the pattern matches had no needle and was never redacted).
+_RE_ASCII_CASE = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
+
+
+def _fold(value: str) -> str:
+    """The text as the case-sensitive needles and probes read it (see _RE_ASCII_CASE). Positions
+    may differ from the text's (lowering can lengthen a character); the probes only answer yes or no."""
+    if not value.isascii():
+        for char, letter in _RE_ASCII_CASE:  # `in` and `replace` run at C speed; str.translate does not
+            if char in value:
+                value = value.replace(char, letter)
+    return value.lower()
 
 
 @functools.lru_cache(maxsize=4096)  # span attribute and JSON keys recur endlessly
@@ -245,25 +256,25 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         # cheap checks first: most values hold none of the patterns
-        lowered, folded = _folds(value)
+        folded = _fold(value)
         if _ANY_NEEDLE.search(folded) is None:
             return value
         for pattern, replacement, needles, fold, probe in _PATTERNS:
             haystack = folded if fold else value
             if not any(n in haystack for n in needles):
                 continue
-            if probe is not None and lowered is not None and not probe(lowered):
+            if probe is not None and not probe(folded):
                 continue
             changed = pattern.sub(replacement, value)
             if changed != value:
                 value = changed
-                lowered, folded = _folds(value)
+                folded = _fold(value)
         return value
 
     def text(self, value: str) -> str:
         """`scrub`, capped at `max_chars` (span attributes); long values are cached."""
         if len(value) < _CACHE_MIN_CHARS:
-            return self._capped(value)
+            return self._short_scrubbed(value) if len(value) <= self.max_chars else self._capped(value)
         cached = self._cache.get(value)
         if cached is None:
             cached = self._capped(value)
@@ -274,6 +285,16 @@ class Redactor:
             self._cached_chars += len(value)
             self._mark_clean(cached)
         return cached
+
+    def _short_scrubbed(self, value: str) -> str:
+        """`scrub` of a short value (under the cap, so uncapped), memoised: attribute values and
+        JSON fields (kinds, names, model ids, roles) recur in every span and row."""
+        done = self._short.get(value)
+        if done is None:
+            if len(self._short) >= _SHORT_MAX:
+                self._short.clear()
+            done = self._short[value] = self.scrub(value)
+        return done
 
     def _mark_clean(self, value: str) -> None:
         """Remember a long value this redactor produced: when it comes back (the collector's copy of
@@ -307,12 +328,7 @@ class Redactor:
         if isinstance(value, str):
             if len(value) >= _CACHE_MIN_CHARS:
                 return value if self._is_clean(value) else self.scrub(value)
-            done = self._short.get(value)
-            if done is None:
-                if len(self._short) >= _SHORT_MAX:
-                    self._short.clear()
-                done = self._short[value] = self.scrub(value)
-            return done
+            return self._short_scrubbed(value)
         if isinstance(value, Mapping):
             return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

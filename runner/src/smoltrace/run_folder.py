@@ -131,7 +131,7 @@ class Checkpoint:
             return handle.read(1) == b"\n"
 
     def append(self, row: ResultRow) -> None:
-        line = json.dumps(row.to_json(), ensure_ascii=False, default=str) + "\n"
+        line = row.to_json_text() + "\n"  # one line: pydantic escapes newlines inside strings
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             if not self._ends_clean:  # a line torn by a kill stays on its own line, unread
                 handle.write("\n" if self.offset() and not self._last_byte_is_newline() else "")
