@@ -20,6 +20,9 @@ Measured from outside each process:
   bench process had grown to ~380 MB every child it spawned "peaked" at ~380 MB;
 - torch: whether libtorch was ever mapped into the process (/proc/PID/maps).
 
+Ours also runs once without --enable-otel: its CPU per call, RSS and teardown are printed next to
+the targets (no target of their own) to show what tracing costs and what is left without it.
+
 Run: python -m tests.bench.bench_vs_smoltrace [--repeat N] [--no-smoltrace]
 """
 
@@ -259,7 +262,7 @@ def _env(api_base: str) -> dict[str, str]:
     return env
 
 
-def run_ours(tasks: Path, tmp: Path, workers: int = WORKERS, latency_s: float = LATENCY_S) -> Measured:
+def run_ours(tasks: Path, tmp: Path, workers: int = WORKERS, latency_s: float = LATENCY_S, otel: bool = True) -> Measured:
     script = CountingScript(latency_s)
     server = FakeOpenAIServer(script).start()
     try:
@@ -281,10 +284,10 @@ def run_ours(tasks: Path, tmp: Path, workers: int = WORKERS, latency_s: float = 
             "json",
             "--output-dir",
             str(tmp / "ours-out"),
-            "--enable-otel",
+            *(["--enable-otel"] if otel else []),
             "--quiet",
         ]
-        return measure("smoltrace (ours)", cmd, _env(server.api_base), script, tmp, workers)
+        return measure("smoltrace (ours)" if otel else "smoltrace (ours, no otel)", cmd, _env(server.api_base), script, tmp, workers)
     finally:
         server.stop()
 
@@ -342,6 +345,10 @@ def compare(repeat: int = 1, with_smoltrace: bool = True, log: Any = print) -> d
                 log(f"   SMOLTRACE run {i + 1}: {_line(theirs[-1])}")
             ours.append(run_ours(tasks, tmp))
             log(f"   ours      run {i + 1}: {_line(ours[-1])}")
+        # what tracing costs: the same run of ours without --enable-otel (for reference, no target)
+        untraced = run_ours(tasks, tmp, otel=False)
+        log(f"   ours without --enable-otel: {_line(untraced)}")
+    data["ours_without_otel"] = untraced.to_json()
     data["ours"] = _median(ours).to_json()
     data["ours_runs"] = [m.to_json() for m in ours]
     if theirs:
@@ -405,6 +412,13 @@ def run(repeat: int = 1, with_smoltrace: bool = True) -> Any:
         ):
             result.metrics.append(Metric(f"{label}: SMOLTRACE (ours / SMOLTRACE = {ours[key] / theirs[key]:.2f}x)", theirs[key], unit))
         result.notes.append(f"SMOLTRACE torch loaded: {theirs['torch_loaded']} (its venv has no torch)")
+    untraced = data["ours_without_otel"]
+    for key, label, unit in (
+        ("cpu_per_call_ms", "CPU per model call", "ms"),
+        ("peak_rss_mb", "peak RSS", "MB"),
+        ("teardown_s", "teardown", "s"),
+    ):
+        result.metrics.append(Metric(f"{label}: ours without --enable-otel (what tracing costs)", untraced[key], unit))
     else:
         result.notes.append(f"SMOLTRACE comparison skipped: {data['smoltrace_skipped']}")
     result.details = data
