@@ -412,6 +412,8 @@ def run(repeat: int = 1, with_smoltrace: bool = True) -> Any:
         ):
             result.metrics.append(Metric(f"{label}: SMOLTRACE (ours / SMOLTRACE = {ours[key] / theirs[key]:.2f}x)", theirs[key], unit))
         result.notes.append(f"SMOLTRACE torch loaded: {theirs['torch_loaded']} (its venv has no torch)")
+    else:
+        result.notes.append(f"SMOLTRACE comparison skipped: {data['smoltrace_skipped']}")
     untraced = data["ours_without_otel"]
     for key, label, unit in (
         ("cpu_per_call_ms", "CPU per model call", "ms"),
@@ -419,8 +421,6 @@ def run(repeat: int = 1, with_smoltrace: bool = True) -> Any:
         ("teardown_s", "teardown", "s"),
     ):
         result.metrics.append(Metric(f"{label}: ours without --enable-otel (what tracing costs)", untraced[key], unit))
-    else:
-        result.notes.append(f"SMOLTRACE comparison skipped: {data['smoltrace_skipped']}")
     result.details = data
     return result
 
