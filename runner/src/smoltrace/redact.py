@@ -323,13 +323,11 @@ class Redactor:
         kind = type(value)
         if kind is int or kind is float or kind is bool or value is None:  # most leaves: no ABC checks
             return value
-        if kind is dict:
-            return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, str):
             if len(value) >= _CACHE_MIN_CHARS:
                 return value if self._is_clean(value) else self.scrub(value)
             return self._short_scrubbed(value)
-        if isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):  # a plain dict skips the ABC check
             return {k: REDACTED if secret_name(str(k)) and _secret_shaped(v) else self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]
