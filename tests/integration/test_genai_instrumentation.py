@@ -89,6 +89,11 @@ def test_the_transformers_instrumentor_is_active_for_transformers(tiny_model_dir
     # genai's HuggingFace instrumentor wraps GenerationMixin.generate: its spans are in the trace
     spans = [s for doc in read_json(run_dir / "traces.json") for s in doc["spans"]]
     assert any(s["name"] == "huggingface.model.generate" for s in spans), sorted({s["name"] for s in spans})
+    # ... but the row's tokens come from smolagents' full span above it: genai's gives no input and
+    # the whole sequence as output (counted, the prompt read as 0 and everything as completion)
+    (row,) = read_json(run_dir / "results.json")
+    (doc,) = read_json(run_dir / "traces.json")
+    assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= 4 * doc["model_calls"], row
     # the report of such a run (what `make demo` opens) shows the trace waterfall
     report = (run_dir / "report.html").read_text("utf-8")
     assert '<details class="trace"' in report and "Tracing was off" not in report

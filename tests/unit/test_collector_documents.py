@@ -1,6 +1,6 @@
 """From OTLP payloads to the run's documents (smoltrace.collector.documents): span dicts with W3C
-hex ids, one trace document per trace (root-span duration; tokens and cost from the innermost
-model spans only), metrics.json in OTLP JSON (GPU/CO2/energy only), one flattened row per GPU per
+hex ids, one trace document per trace (root-span duration; tokens and cost from one model span per call,
+the innermost full one), metrics.json in OTLP JSON (GPU/CO2/energy only), one flattened row per GPU per
 timestamp with TraceMind's columns, and the energy series."""
 
 from __future__ import annotations
@@ -143,6 +143,40 @@ def test_documents_are_ordered_by_start_time() -> None:
     late = span(0x1, 0x1, None, "test_evaluation", T0 + 5 * S, T0 + 6 * S)
     early = span(0x2, 0x2, None, "test_evaluation", T0 + S, T0 + 9 * S)
     assert [d["trace_id"][-1] for d in docs_of(trace_request("r", [late, early]))] == ["2", "1"]
+
+
+def test_a_partial_wrapper_span_below_a_full_model_span_does_not_replace_it() -> None:
+    """A transformers call as the runner traces it: smolagents' TransformersModel.generate (prompt
+    and completion) with genai's huggingface.model.generate below it, which gives no input and the
+    whole sequence as output. The call counts once, from the full span; a litellm call (both spans
+    full) still counts from the innermost one."""
+    llm = {"openinference.span.kind": "LLM"}
+    root = span(0x7, 0x1, None, "test_evaluation", T0, T0 + 9 * S, {"test.id": "t"})
+    hf_parent = span(
+        0x7, 0x2, 0x1, "TransformersModel.generate", T0, T0 + S, llm | {"llm.token_count.prompt": 2767, "llm.token_count.completion": 32}
+    )
+    hf_child = span(
+        0x7, 0x3, 0x2, "huggingface.model.generate", T0, T0 + S, {"gen_ai.usage.output_tokens": 2799, "gen_ai.usage.total_tokens": 2799}
+    )
+    lite_parent = span(
+        0x7,
+        0x4,
+        0x1,
+        "LiteLLMModel.generate",
+        T0 + 2 * S,
+        T0 + 3 * S,
+        llm | {"llm.token_count.prompt": 900, "llm.token_count.completion": 10},
+    )
+    lite_child = span(
+        0x7, 0x5, 0x4, "completion", T0 + 2 * S, T0 + 3 * S, llm | {"llm.token_count.prompt": 901, "llm.token_count.completion": 11}
+    )
+    (doc,) = docs_of(trace_request("r", [root, hf_parent, hf_child, lite_parent, lite_child]))
+    assert (doc["prompt_tokens"], doc["completion_tokens"], doc["model_calls"]) == (2767 + 901, 32 + 11, 2)
+    # with no full span above it, a partial span is the call's only account and still counts
+    (alone,) = docs_of(
+        trace_request("r", [root, span(0x7, 0x3, 0x1, "huggingface.model.generate", T0, T0 + S, {"gen_ai.usage.output_tokens": 5})])
+    )
+    assert (alone["prompt_tokens"], alone["completion_tokens"], alone["model_calls"]) == (0, 5, 1)
 
 
 def test_total_token_count_is_used_when_there_is_no_split() -> None:

@@ -116,6 +116,15 @@ def _is_model_span(span: Mapping[str, Any]) -> bool:
     )
 
 
+_PROMPT_KEYS = ("llm.token_count.prompt", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+
+
+def _reports_input(span: Mapping[str, Any]) -> bool:
+    """Whether a model span says how many tokens its call was given (a full account of the call)."""
+    attrs = span["attributes"]
+    return any(isinstance(attrs.get(k), int | float) and not isinstance(attrs.get(k), bool) for k in _PROMPT_KEYS)
+
+
 def _first_number(attrs: Mapping[str, Any], keys: Sequence[str]) -> float:
     for key in keys:
         value = attrs.get(key)
@@ -126,7 +135,7 @@ def _first_number(attrs: Mapping[str, Any], keys: Sequence[str]) -> float:
 
 def span_tokens(span: Mapping[str, Any]) -> tuple[int, int]:
     attrs = span["attributes"]
-    prompt = _first_number(attrs, ("llm.token_count.prompt", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"))
+    prompt = _first_number(attrs, _PROMPT_KEYS)
     completion = _first_number(attrs, ("llm.token_count.completion", "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"))
     if not prompt and not completion:
         total = _first_number(attrs, ("llm.token_count.total", "gen_ai.usage.total_tokens"))
@@ -139,20 +148,37 @@ def span_cost(span: Mapping[str, Any]) -> float:
 
 
 def counted_model_spans(spans: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Model spans with no model span below them (each model call counted once)."""
+    """One span per model call: the innermost model span that gives the call's input tokens, else
+    the innermost model span. A wrapper's span below a fuller one does not replace it: genai's
+    `huggingface.model.generate` (under smolagents' `TransformersModel.generate`) gives no input and
+    the whole sequence as output — counted, a call's 2,767 + 32 tokens read 0 + 2,799."""
     by_id = {s["span_id"]: s for s in spans}
-    has_model_descendant: set[str] = set()
-    for span in spans:
-        if not _is_model_span(span):
-            continue
+    model = [s for s in spans if _is_model_span(s)]
+    below: set[str] = set()  # model spans with a model span below them
+    full_below: set[str] = set()  # ... with one that reports input tokens
+    full_above: set[str] = set()  # model spans with a model span above them that reports input tokens
+    for span in model:
+        full = _reports_input(span)
         parent = span["parent_span_id"]
         seen = 0
         while parent and parent in by_id and seen < 1000:
-            if _is_model_span(by_id[parent]):
-                has_model_descendant.add(parent)
-            parent = by_id[parent]["parent_span_id"]
+            above = by_id[parent]
+            if _is_model_span(above):
+                below.add(parent)
+                if full:
+                    full_below.add(parent)
+                if _reports_input(above):
+                    full_above.add(span["span_id"])
+            parent = above["parent_span_id"]
             seen += 1
-    return [s for s in spans if _is_model_span(s) and s["span_id"] not in has_model_descendant]
+
+    def counted(span: Mapping[str, Any]) -> bool:
+        sid, full = span["span_id"], _reports_input(span)
+        if sid not in below:  # innermost: unless a fuller span above accounts for the call
+            return full or sid not in full_above
+        return full and sid not in full_below  # the fullest account, with only partial ones below
+
+    return [s for s in model if counted(s)]
 
 
 def trace_documents(spans: Sequence[dict[str, Any]], run_id: str, skip_names: Sequence[str] = ("smoltrace.run",)) -> list[dict[str, Any]]:
